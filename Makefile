@@ -1,0 +1,36 @@
+# Two entry points (see README): `make demo` and `make test`.
+# torch==2.13.0 is installed first: the local CPU wheel answers it, while an unpinned
+# torch (asked for by monai or by us) would pull gigabytes of CUDA packages.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Reference implementation used only by tests (imported by file path, never by the library).
+FASTMRI_REF := fastmri==0.3.0
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps $(FASTMRI_REF)
+	touch $@
+
+demo: $(VENV)/.base
+	$(VENV)/bin/diffrecon demo
+
+test: $(VENV)/.test
+	$(VENV)/bin/ruff check src tests bench datasets
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.base
+	$(PY) bench/operators.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

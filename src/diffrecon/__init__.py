@@ -1,0 +1,3 @@
+"""diffrecon: image reconstruction by diffusion posterior sampling, with uncertainty."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""Undersampling masks: fastMRI's Cartesian column masks and SigPy's 2-D Poisson disc.
+
+The Cartesian masks reproduce fastMRI's ``RandomMaskFunc`` and ``EquispacedMaskFractionFunc``
+draw for draw: the same ``numpy.random.RandomState`` calls in the same order, so a seed (an
+int or fastMRI's per-file tuple ``tuple(map(ord, fname))``) gives fastMRI's mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+MaskType = Literal["random", "equispaced"]
+
+
+@dataclass(frozen=True)
+class CartesianMask:
+    """A column mask ``(W,)`` and the number of fully sampled center columns."""
+
+    mask: torch.Tensor
+    num_low_frequencies: int
+
+    @property
+    def acceleration(self) -> float:
+        return self.mask.numel() / max(int(self.mask.sum()), 1)
+
+
+def _center_columns(num_cols: int, num_low: int) -> np.ndarray:
+    mask = np.zeros(num_cols, dtype=bool)
+    pad = (num_cols - num_low + 1) // 2
+    mask[pad : pad + num_low] = True
+    return mask
+
+
+def _validate(num_cols: int, acceleration: float, center_fraction: float) -> int:
+    if not isinstance(num_cols, int | np.integer) or num_cols < 2:
+        raise ValueError(f"num_cols must be an integer >= 2, got {num_cols!r}")
+    if not 0.0 < center_fraction <= 1.0:
+        raise ValueError(f"center_fraction must lie in (0, 1], got {center_fraction}")
+    num_low = round(num_cols * center_fraction)
+    if not acceleration >= 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    if num_cols / acceleration < num_low:
+        raise ValueError(
+            f"acceleration={acceleration} with center_fraction={center_fraction} is "
+            f"impossible: {num_low} center columns already exceed {num_cols}/{acceleration} "
+            "sampled columns"
+        )
+    if acceleration > num_cols:
+        raise ValueError(f"acceleration={acceleration} exceeds the {num_cols} columns")
+    return num_low
+
+
+def cartesian_mask(
+    num_cols: int,
+    acceleration: float,
+    center_fraction: float,
+    kind: MaskType = "random",
+    seed: int | Sequence[int] | None = None,
+    offset: int | None = None,
+) -> CartesianMask:
+    """fastMRI column mask over the phase-encode axis (the last axis of k-space).
+
+    ``kind="random"``: center columns plus columns kept with probability chosen so that the
+    expected acceleration is ``acceleration`` (``RandomMaskFunc``). ``kind="equispaced"``:
+    center plus equally spaced columns adjusted so the total matches ``acceleration``
+    exactly (``EquispacedMaskFractionFunc``); ``offset`` fixes the first line.
+    """
+    num_low = _validate(num_cols, acceleration, center_fraction)
+    rng = np.random.RandomState(seed)
+    # fastMRI's choose_acceleration draws an index among the configured pairs; with one pair
+    # randint(1) draws no random bits but is kept so the stream stays fastMRI's.
+    rng.randint(1)
+    center = _center_columns(num_cols, num_low)
+    if kind == "random":
+        prob = (num_cols / acceleration - num_low) / (num_cols - num_low)
+        accel = rng.uniform(size=num_cols) < prob
+    elif kind == "equispaced":
+        adjusted = (acceleration * (num_low - num_cols)) / (num_low * acceleration - num_cols)
+        if offset is None:
+            offset = rng.randint(0, high=round(adjusted))
+        accel = np.zeros(num_cols, dtype=bool)
+        accel[np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.uint)] = True
+    else:
+        raise ValueError(f"kind must be 'random' or 'equispaced', got {kind!r}")
+    return CartesianMask(torch.from_numpy(center | accel), num_low)
+
+
+def fastmri_seed(fname: str) -> tuple[int, ...]:
+    """fastMRI's per-file mask seed: the character codes of the file name."""
+    return tuple(map(ord, fname))
+
+
+def poisson_disc_mask(
+    shape: tuple[int, int],
+    acceleration: float,
+    calib: tuple[int, int] = (24, 24),
+    seed: int = 0,
+) -> torch.Tensor:
+    """Variable-density 2-D Poisson-disc mask ``(H, W)`` (``sigpy.mri.poisson``), boolean."""
+    import sigpy.mri
+
+    if not acceleration > 1:
+        raise ValueError(f"acceleration must be > 1, got {acceleration}")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (H, W), got {shape}")
+    mask = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, seed=seed, dtype=np.complex64)
+    return torch.from_numpy(np.abs(mask) > 0)

@@ -1,0 +1,20 @@
+"""Small MRI image transforms with fastMRI's conventions: RSS coil combination, center crop."""
+
+from __future__ import annotations
+
+import torch
+
+
+def rss(coil_images: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Root-sum-of-squares over the coil dimension (complex or real input)."""
+    return torch.sqrt((coil_images.abs() ** 2).sum(dim=dim))
+
+
+def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Crop the last two axes to ``shape`` around the center, as fastMRI's ``center_crop``."""
+    h, w = shape
+    if not (0 < h <= x.shape[-2] and 0 < w <= x.shape[-1]):
+        raise ValueError(f"crop shape {shape} must fit inside {tuple(x.shape[-2:])}")
+    top = (x.shape[-2] - h) // 2
+    left = (x.shape[-1] - w) // 2
+    return x[..., top : top + h, left : left + w]

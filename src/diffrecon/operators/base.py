@@ -1,0 +1,233 @@
+"""Forward operators: immutable, batched, shape-checked, composable (after SigPy's ``Linop``).
+
+An operator maps a batch ``x`` of shape ``(B, *ishape)`` to ``(B, *oshape)``. Shapes may hold
+``None`` for a size the operator accepts freely (a blur works on any image size). Linear
+operators add the adjoint ``.H``, the normal operator ``.N = A^H A`` (both cached) and ``pinv``,
+with the real inner product ``<a, b> = Re sum(conj(a) b)`` (see :mod:`diffrecon.linalg`).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from diffrecon.linalg import conjugate_gradient
+
+Shape = tuple[int | None, ...]
+
+
+def format_shape(shape: Shape | None, batch: bool = True) -> str:
+    """``(B, 2, 16, *)``: ``*`` marks a free size."""
+    if shape is None:
+        return "(B, ...)" if batch else "(...)"
+    dims = (["B"] if batch else []) + ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(dims) + ")"
+
+
+def shapes_compatible(a: Shape | None, b: Shape | None) -> bool:
+    """True when two shapes can describe the same tensor (``None`` matches anything)."""
+    if a is None or b is None:
+        return True
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+class _FrozenMeta(type):
+    """Marks instances frozen once ``__init__`` has run: operators are immutable."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        object.__setattr__(obj, "_frozen", True)
+        return obj
+
+
+class Operator(metaclass=_FrozenMeta):
+    """A (possibly nonlinear) differentiable forward model ``y = A(x)``.
+
+    Subclasses implement ``_forward``. ``vjp`` uses autograd unless overridden.
+    """
+
+    def __init__(self, ishape: Shape | None, oshape: Shape | None) -> None:
+        self.ishape = None if ishape is None else tuple(ishape)
+        self.oshape = None if oshape is None else tuple(oshape)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable: build a new operator instead of "
+                f"setting {name!r}"
+            )
+        object.__setattr__(self, name, value)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def is_linear(self) -> bool:
+        return False
+
+    # -- application ---------------------------------------------------------------------
+    def _check(self, t: torch.Tensor, shape: Shape | None, arg: str) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{self.name}: {arg} must be a torch tensor, got {type(t).__name__}")
+        if shape is None:
+            if t.ndim < 1:
+                raise ValueError(f"{self.name}: {arg} needs a leading batch dimension")
+            return
+        if t.ndim != len(shape) + 1 or not shapes_compatible(tuple(t.shape[1:]), shape):
+            raise ValueError(
+                f"{self.name}: {arg} must have shape {format_shape(shape)}, "
+                f"got {tuple(t.shape)}"
+            )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the forward model to a batch ``x`` of shape ``(B, *ishape)``."""
+        self._check(x, self.ishape, "x")
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def vjp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Vector-Jacobian product ``J_A(x)^T v`` (real inner product), by autograd."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            y = self(xg)
+            (g,) = torch.autograd.grad(y, xg, grad_outputs=v.to(y.dtype))
+        return g
+
+    # -- composition and devices ---------------------------------------------------------
+    def __matmul__(self, other: Operator) -> Operator:
+        if not isinstance(other, Operator):
+            return NotImplemented
+        if self.is_linear and other.is_linear:
+            return ComposedLinear(self, other)  # type: ignore[arg-type]
+        return Composed(self, other)
+
+    def to(self, device: torch.device | str) -> Operator:
+        """A copy with every tensor (and sub-operator) moved to ``device``."""
+        new = copy.copy(self)
+        for key, val in list(vars(new).items()):
+            if isinstance(val, torch.Tensor):
+                object.__setattr__(new, key, val.to(device))
+            elif isinstance(val, Operator):
+                object.__setattr__(new, key, val.to(device))
+            elif key in ("H", "N"):  # cached views of the old operator
+                del new.__dict__[key]
+        return new
+
+    def _repr_args(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        args = self._repr_args()
+        shapes = f"{format_shape(self.ishape)} -> {format_shape(self.oshape)}"
+        return f"<{self.name}({args}) {shapes}>"
+
+
+class LinearOperator(Operator):
+    """A linear operator: adds the adjoint (``.H``), normal (``.N``) and ``pinv``.
+
+    Subclasses implement ``_forward`` and ``_adjoint``; they may override ``_pinv`` with a
+    closed form, otherwise ``pinv`` solves the normal equations by conjugate gradients.
+    """
+
+    @property
+    def is_linear(self) -> bool:
+        return True
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply ``A^H`` to a batch ``y`` of shape ``(B, *oshape)``."""
+        self._check(y, self.oshape, "y")
+        return self._adjoint(y)
+
+    def vjp(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """For a linear operator the VJP is the adjoint, whatever ``x``."""
+        return self.adjoint(v)
+
+    @cached_property
+    def H(self) -> LinearOperator:  # noqa: N802 - SigPy's name
+        """The adjoint operator (cached)."""
+        return Adjoint(self)
+
+    @cached_property
+    def N(self) -> LinearOperator:  # noqa: N802 - SigPy's name
+        """The normal operator ``A^H A`` (cached)."""
+        return ComposedLinear(self.H, self)
+
+    def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
+        """Pseudo-inverse ``A^+ y``: a closed form where the operator has one, else CG."""
+        self._check(y, self.oshape, "y")
+        fast = self._pinv(y)
+        if fast is not None:
+            return fast
+        return conjugate_gradient(self.N._forward, self._adjoint(y), tol=tol, max_iter=max_iter)
+
+    def _pinv(self, y: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class Adjoint(LinearOperator):
+    """The adjoint of a linear operator; its own adjoint is the original."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__(op.oshape, op.ishape)
+        self.op = op
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}.H"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op._forward(y)
+
+    @cached_property
+    def H(self) -> LinearOperator:  # noqa: N802
+        return self.op
+
+    def __repr__(self) -> str:
+        return f"{self.op!r}.H"
+
+
+def _check_composable(outer: Operator, inner: Operator) -> None:
+    if not shapes_compatible(outer.ishape, inner.oshape):
+        raise ValueError(
+            f"cannot compose {outer.name} @ {inner.name}: {inner.name} gives "
+            f"{format_shape(inner.oshape)} but {outer.name} takes {format_shape(outer.ishape)}"
+        )
+
+
+class Composed(Operator):
+    """``outer(inner(x))`` for possibly nonlinear operators."""
+
+    def __init__(self, outer: Operator, inner: Operator) -> None:
+        _check_composable(outer, inner)
+        super().__init__(inner.ishape, outer.oshape)
+        self.outer = outer
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return f"{self.outer.name} @ {self.inner.name}"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer._forward(self.inner._forward(x))
+
+    def __repr__(self) -> str:
+        return f"({self.outer!r} @ {self.inner!r})"
+
+
+class ComposedLinear(Composed, LinearOperator):
+    """``outer @ inner`` of two linear operators; its adjoint is ``inner.H @ outer.H``."""
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner._adjoint(self.outer._adjoint(y))

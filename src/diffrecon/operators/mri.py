@@ -1,0 +1,111 @@
+"""Cartesian MRI forward models: SENSE with coil maps and an undersampling mask.
+
+Images are ``(B, 2, H, W)`` real (real, imaginary); k-space is complex ``(B, coils, H, W)``,
+zero where unsampled, transformed with fastMRI's centered orthonormal ``fft2c``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diffrecon._checks import as_tensor, check_bool_mask, check_finite, check_ndim
+from diffrecon.complex import complex_dtype, to_channels, to_complex
+from diffrecon.operators.base import LinearOperator
+from diffrecon.operators.fft import fft2c, ifft2c
+
+
+def _kspace_mask(mask: Any, height: int, width: int) -> torch.Tensor:
+    """Validate a column mask ``(W,)`` or a 2-D mask ``(H, W)``; return it broadcastable."""
+    m = check_bool_mask("mask", mask)
+    if m.ndim == 1:
+        if m.shape[0] != width:
+            raise ValueError(f"mask has {m.shape[0]} columns but the images have W={width}")
+        return m.reshape(1, width)
+    if m.ndim == 2:
+        if tuple(m.shape) != (height, width):
+            raise ValueError(f"mask must have shape ({height}, {width}), got {tuple(m.shape)}")
+        return m
+    raise ValueError(f"mask must have shape (W,) or (H, W), got {tuple(m.shape)}")
+
+
+class MulticoilMRI(LinearOperator):
+    """SENSE: ``y_c = M F (S_c x)`` for each coil ``c``; the adjoint is coil-combined.
+
+    ``maps``: complex coil sensitivities ``(coils, H, W)``. ``mask``: boolean column mask
+    ``(W,)`` (fastMRI phase-encode lines) or 2-D mask ``(H, W)`` (e.g. Poisson disc).
+    """
+
+    def __init__(self, maps: Any, mask: Any) -> None:
+        maps_t = as_tensor("maps", maps)
+        check_ndim("maps", maps_t, (3,), "(coils, H, W)")
+        if not maps_t.is_complex():
+            raise ValueError(f"maps must be complex, got dtype {maps_t.dtype}")
+        check_finite("maps", maps_t)
+        coils, height, width = maps_t.shape
+        self.maps = maps_t.clone()
+        self.mask = _kspace_mask(mask, height, width).to(maps_t.device).clone()
+        super().__init__((2, height, width), (coils, height, width))
+
+    @property
+    def coils(self) -> int:
+        return int(self.maps.shape[0])
+
+    def _maps_for(self, t: torch.Tensor) -> torch.Tensor:
+        dtype = t.dtype if t.is_complex() else complex_dtype(t.dtype)
+        return self.maps.to(device=t.device, dtype=dtype)
+
+    def _check(self, t: torch.Tensor, shape: Any, arg: str) -> None:
+        if arg == "y" and isinstance(t, torch.Tensor) and t.ndim == 4:
+            if t.shape[1] != self.coils:
+                raise ValueError(
+                    f"{self.name}: y has {t.shape[1]} coils but the coil maps have {self.coils}"
+                )
+        super()._check(t, shape, arg)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = to_complex(x)  # (B, H, W)
+        k = fft2c(self._maps_for(z) * z[:, None])
+        return torch.where(self.mask.to(k.device), k, torch.zeros((), dtype=k.dtype))
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        y = torch.where(self.mask.to(y.device), y, torch.zeros((), dtype=y.dtype))
+        img = ifft2c(y)
+        return to_channels((torch.conj(self._maps_for(img)) * img).sum(dim=1))
+
+    @property
+    def acceleration(self) -> float:
+        """Full k-space size divided by the number of sampled points."""
+        h, w = self.oshape[1], self.oshape[2]
+        full = torch.ones(h, w, dtype=torch.bool, device=self.mask.device) & self.mask
+        return float(h * w) / max(int(full.sum()), 1)
+
+    def _repr_args(self) -> str:
+        return f"coils={self.coils}, acceleration={self.acceleration:.2f}"
+
+
+class SinglecoilMRI(MulticoilMRI):
+    """Single-coil Cartesian MRI ``y = M F x``; k-space is ``(B, 1, H, W)``.
+
+    With a column mask, pass ``shape=(H, W)``. Because ``F`` is unitary, ``A A^H = M`` and the
+    pseudo-inverse is the zero-filled adjoint, in closed form.
+    """
+
+    def __init__(self, mask: Any, shape: tuple[int, int] | None = None) -> None:
+        m = check_bool_mask("mask", mask)
+        if m.ndim == 2:
+            height, width = m.shape
+            if shape is not None and tuple(shape) != (height, width):
+                raise ValueError(f"shape {tuple(shape)} disagrees with mask {tuple(m.shape)}")
+        elif shape is None:
+            raise ValueError("shape=(H, W) is required with a column mask (W,)")
+        else:
+            height, width = shape
+        super().__init__(torch.ones(1, height, width, dtype=torch.complex64), m)
+
+    def _pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return self._adjoint(y)
+
+    def _repr_args(self) -> str:
+        return f"acceleration={self.acceleration:.2f}"

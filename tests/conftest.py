@@ -1,0 +1,42 @@
+"""Shared fixtures: the fastMRI reference modules (loaded by file path) and the real data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_KSPACE = SHARED / "data" / "real" / "sigpy_brain_8coil_cartesian_ksp.npy"
+
+
+def _fastmri_module(relpath: str):
+    """Import one file of the fastmri wheel without running its package __init__ (which
+    needs pandas, requests and yaml); fastmri is a test-only reference."""
+    spec = importlib.util.find_spec("fastmri")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("the test reference `fastmri` is not installed; run `make test`")
+    path = Path(list(spec.submodule_search_locations)[0]) / relpath
+    mod_spec = importlib.util.spec_from_file_location(f"_fastmri_ref_{path.stem}", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def fastmri_subsample():
+    return _fastmri_module("data/subsample.py")
+
+
+@pytest.fixture(scope="session")
+def fastmri_fftc():
+    return _fastmri_module("fftc.py")
+
+
+@pytest.fixture(scope="session")
+def real_kspace() -> np.ndarray:
+    if not REAL_KSPACE.exists():
+        pytest.skip(f"real data not found at {REAL_KSPACE}")
+    return np.load(REAL_KSPACE)
