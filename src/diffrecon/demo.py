@@ -24,7 +24,7 @@ def phantom_problem(size: int = 128, coils: int = 8, acceleration: float = 4.0, 
     import sigpy.mri
 
     img = np.abs(sigpy.shepp_logan((size, size))).astype(np.float64)
-    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     img = img * np.exp(1j * np.pi / 3 * (xx + 0.5 * yy**2))
     maps = sigpy.mri.birdcage_maps((coils, size, size)).astype(np.complex64)
     mask = cartesian_mask(size, acceleration, 0.08, kind="random", seed=seed).mask
@@ -32,7 +32,9 @@ def phantom_problem(size: int = 128, coils: int = 8, acceleration: float = 4.0, 
     x = torch.from_numpy(np.stack([img.real, img.imag])[None]).float()
     gen = torch.Generator().manual_seed(seed)
     y = op(x)
-    noise = 0.002 * torch.complex(torch.randn(y.shape, generator=gen), torch.randn(y.shape, generator=gen))
+    noise = 0.002 * torch.complex(
+        torch.randn(y.shape, generator=gen), torch.randn(y.shape, generator=gen)
+    )
     return op, x, y + torch.where(op.mask, noise, 0)
 
 
@@ -67,9 +69,14 @@ def _save_figure(path: Path, gt: torch.Tensor, zf: torch.Tensor, l1: torch.Tenso
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("ground truth", gt), ("zero-filled", zf), ("L1-wavelet", l1), ("|L1 error|", (l1 - gt).abs())]
+    panels = [
+        ("ground truth", gt),
+        ("zero-filled", zf),
+        ("L1-wavelet", l1),
+        ("|L1 error|", (l1 - gt).abs()),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-    for ax, (title, im) in zip(axes, panels):
+    for ax, (title, im) in zip(axes, panels, strict=True):
         ax.imshow(im.numpy(), cmap="gray")
         ax.set_title(title)
         ax.axis("off")

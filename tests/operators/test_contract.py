@@ -10,7 +10,9 @@ from diffrecon.linalg import inner
 from .registry import REGISTRY, TAKES_COMPLEX_IMAGES
 
 CASES = [(name, dt) for name in REGISTRY for dt in (torch.float32, torch.float64)] + [
-    (name, dt) for name in sorted(TAKES_COMPLEX_IMAGES) for dt in (torch.complex64, torch.complex128)
+    (name, dt)
+    for name in sorted(TAKES_COMPLEX_IMAGES)
+    for dt in (torch.complex64, torch.complex128)
 ]
 TOL = {torch.float32: 1e-5, torch.complex64: 1e-5, torch.float64: 1e-12, torch.complex128: 1e-12}
 

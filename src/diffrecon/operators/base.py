@@ -31,7 +31,7 @@ def shapes_compatible(a: Shape | None, b: Shape | None) -> bool:
     """True when two shapes can describe the same tensor (``None`` matches anything)."""
     if a is None or b is None:
         return True
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 class _FrozenMeta(type):
@@ -79,8 +79,7 @@ class Operator(metaclass=_FrozenMeta):
             return
         if t.ndim != len(shape) + 1 or not shapes_compatible(tuple(t.shape[1:]), shape):
             raise ValueError(
-                f"{self.name}: {arg} must have shape {format_shape(shape)}, "
-                f"got {tuple(t.shape)}"
+                f"{self.name}: {arg} must have shape {format_shape(shape)}, got {tuple(t.shape)}"
             )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,12 +110,10 @@ class Operator(metaclass=_FrozenMeta):
         """A copy with every tensor (and sub-operator) moved to ``device``."""
         new = copy.copy(self)
         for key, val in list(vars(new).items()):
-            if isinstance(val, torch.Tensor):
-                object.__setattr__(new, key, val.to(device))
-            elif isinstance(val, Operator):
-                object.__setattr__(new, key, val.to(device))
-            elif key in ("H", "N"):  # cached views of the old operator
+            if key in ("H", "N"):  # cached views of the old operator
                 del new.__dict__[key]
+            elif isinstance(val, torch.Tensor | Operator):
+                object.__setattr__(new, key, val.to(device))
         return new
 
     def _repr_args(self) -> str:

@@ -216,7 +216,7 @@ def random_motion_kernel(
     kernel = np.zeros((size, size))
     i0 = np.floor(pos).astype(int)
     frac = pos - i0
-    for (r, c), (fr, fc) in zip(i0, frac):
+    for (r, c), (fr, fc) in zip(i0, frac, strict=True):
         for dr, wr in ((0, 1 - fr), (1, fr)):
             for dc, wc in ((0, 1 - fc), (1, fc)):
                 if 0 <= r + dr < size and 0 <= c + dc < size:
