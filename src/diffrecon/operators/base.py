@@ -31,7 +31,9 @@ def shapes_compatible(a: Shape | None, b: Shape | None) -> bool:
     """True when two shapes can describe the same tensor (``None`` matches anything)."""
     if a is None or b is None:
         return True
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+    if len(a) != len(b):
+        return False
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 class _FrozenMeta(type):
