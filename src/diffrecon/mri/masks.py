@@ -44,11 +44,11 @@ def _validate(num_cols: int, acceleration: float, center_fraction: float) -> int
     num_low = round(num_cols * center_fraction)
     if not acceleration >= 1:
         raise ValueError(f"acceleration must be >= 1, got {acceleration}")
-    if num_cols / acceleration < num_low:
+    if num_cols / acceleration <= num_low:
         raise ValueError(
             f"acceleration={acceleration} with center_fraction={center_fraction} is "
-            f"impossible: {num_low} center columns already exceed {num_cols}/{acceleration} "
-            "sampled columns"
+            f"impossible: {num_low} center columns leave no outer lines within "
+            f"{num_cols}/{acceleration} sampled columns"
         )
     if acceleration > num_cols:
         raise ValueError(f"acceleration={acceleration} exceeds the {num_cols} columns")
