@@ -42,6 +42,11 @@ def multicoil_columns(dtype):
     return MulticoilMRI(_maps(dtype), _column_mask()), (2, H, W)
 
 
+def multicoil_odd_size(dtype):
+    maps = _maps(dtype)[:, :11, :9]
+    return MulticoilMRI(maps, cartesian_mask(9, 2.0, 0.25, seed=3).mask), (2, 11, 9)
+
+
 def multicoil_poisson(dtype):
     return MulticoilMRI(_maps(dtype), poisson_disc_mask((H, W), 2.0, calib=(4, 4), seed=0)), (
         2,
@@ -96,6 +101,7 @@ def adjoint_of_sr(dtype):
 REGISTRY: dict[str, Callable[[torch.dtype], tuple[LinearOperator, tuple[int, ...]]]] = {
     "MulticoilMRI-columns": multicoil_columns,
     "MulticoilMRI-poisson": multicoil_poisson,
+    "MulticoilMRI-odd": multicoil_odd_size,
     "SinglecoilMRI": singlecoil,
     "Inpainting": inpainting,
     "SuperResolution": super_resolution,

@@ -29,14 +29,17 @@ def test_fft2c_is_fastmri_fft2c(fastmri_fftc):
     assert torch.allclose(ifft2c(fft2c(z)), z, atol=1e-5)
 
 
-@pytest.mark.parametrize("mask_kind", ["columns", "poisson"])
-def test_multicoil_equals_sigpy_sense(mask_kind):
-    maps, x = _problem()
+@pytest.mark.parametrize(
+    ("mask_kind", "h", "w"),
+    [("columns", 16, 14), ("columns", 15, 13), ("poisson", 16, 14), ("poisson", 13, 14)],
+)
+def test_multicoil_equals_sigpy_sense(mask_kind, h, w):
+    maps, x = _problem(h, w)
     if mask_kind == "columns":
-        mask = cartesian_mask(14, 3.0, 0.15, seed=1).mask
-        weights = np.broadcast_to(mask.numpy(), (16, 14)).astype(np.float64)
+        mask = cartesian_mask(w, 3.0, 0.15, seed=1).mask
+        weights = np.broadcast_to(mask.numpy(), (h, w)).astype(np.float64)
     else:
-        mask = poisson_disc_mask((16, 14), 2.5, calib=(4, 4), seed=2)
+        mask = poisson_disc_mask((h, w), 2.5, calib=(4, 4), seed=2)
         weights = mask.numpy().astype(np.float64)
     op = MulticoilMRI(maps, mask)
     sense = sigpy.mri.linop.Sense(maps.numpy(), weights=weights)

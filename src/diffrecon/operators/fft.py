@@ -19,3 +19,19 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     k = torch.fft.ifftshift(k, dim=_DIMS)
     k = torch.fft.ifft2(k, dim=_DIMS, norm="ortho")
     return torch.fft.fftshift(k, dim=_DIMS)
+
+
+def centering_phases(
+    n: int, dtype: torch.dtype = torch.complex128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phases ``(p_in, p_out)`` with ``fftshift(fft(ifftshift(x))) = p_out * fft(p_in * x)``.
+
+    With ``c = n // 2``: ``p_in[m] = exp(2 pi i m c / n)`` and
+    ``p_out[k] = exp(2 pi i (k - c) c / n)`` (both are +-1 for even ``n``). Folding them into
+    coil maps and the sampling mask once saves the four shifted copies of every centered FFT.
+    """
+    c = n // 2
+    idx = torch.arange(n, dtype=torch.float64)
+    p_in = torch.polar(torch.ones(n, dtype=torch.float64), 2 * torch.pi * idx * c / n)
+    p_out = torch.polar(torch.ones(n, dtype=torch.float64), 2 * torch.pi * (idx - c) * c / n)
+    return p_in.to(dtype), p_out.to(dtype)

@@ -13,7 +13,7 @@ import torch
 from diffrecon._checks import as_tensor, check_bool_mask, check_finite, check_ndim
 from diffrecon.complex import complex_dtype, to_channels, to_complex
 from diffrecon.operators.base import LinearOperator
-from diffrecon.operators.fft import fft2c, ifft2c
+from diffrecon.operators.fft import centering_phases
 
 
 def _kspace_mask(mask: Any, height: int, width: int) -> torch.Tensor:
@@ -46,15 +46,23 @@ class MulticoilMRI(LinearOperator):
         coils, height, width = maps_t.shape
         self.maps = maps_t.clone()
         self.mask = _kspace_mask(mask, height, width).to(maps_t.device).clone()
+        # fft2c(S x) masked == kweights * fft2(pmaps * x): the centering shifts become phases
+        # folded into the maps and the mask once, instead of four copies per transform.
+        (pin_h, pout_h), (pin_w, pout_w) = centering_phases(height), centering_phases(width)
+        phase_in = (pin_h[:, None] * pin_w[None, :]).to(maps_t.device)
+        phase_out = (pout_h[:, None] * pout_w[None, :]).to(maps_t.device)
+        self._pmaps = (maps_t.to(torch.complex128) * phase_in).to(maps_t.dtype)
+        self._kweights = (phase_out * self.mask).to(maps_t.dtype)
         super().__init__((2, height, width), (coils, height, width))
 
     @property
     def coils(self) -> int:
         return int(self.maps.shape[0])
 
-    def _maps_for(self, t: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _like(buf: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         dtype = t.dtype if t.is_complex() else complex_dtype(t.dtype)
-        return self.maps.to(device=t.device, dtype=dtype)
+        return buf.to(device=t.device, dtype=dtype)
 
     def _check(self, t: torch.Tensor, shape: Any, arg: str) -> None:
         if arg == "y" and isinstance(t, torch.Tensor) and t.ndim == 4:
@@ -66,20 +74,18 @@ class MulticoilMRI(LinearOperator):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         z = to_complex(x)  # (B, H, W)
-        k = fft2c(self._maps_for(z) * z[:, None])
-        return torch.where(self.mask.to(k.device), k, torch.zeros((), dtype=k.dtype))
+        k = torch.fft.fft2(self._like(self._pmaps, z) * z[:, None], norm="ortho")
+        return k * self._like(self._kweights, z)  # = mask * fft2c(S x)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        y = torch.where(self.mask.to(y.device), y, torch.zeros((), dtype=y.dtype))
-        img = ifft2c(y)
-        return to_channels((torch.conj(self._maps_for(img)) * img).sum(dim=1))
+        img = torch.fft.ifft2(y * torch.conj(self._like(self._kweights, y)), norm="ortho")
+        return to_channels((torch.conj(self._like(self._pmaps, y)) * img).sum(dim=1))
 
     @property
     def acceleration(self) -> float:
         """Full k-space size divided by the number of sampled points."""
         h, w = self.oshape[1], self.oshape[2]
-        full = torch.ones(h, w, dtype=torch.bool, device=self.mask.device) & self.mask
-        return float(h * w) / max(int(full.sum()), 1)
+        return float(h * w) / max(int(self.mask.expand(h, w).sum()), 1)
 
     def _repr_args(self) -> str:
         return f"coils={self.coils}, acceleration={self.acceleration:.2f}"
