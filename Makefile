@@ -26,7 +26,7 @@ demo: $(VENV)/.base
 	$(VENV)/bin/diffrecon demo
 
 test: $(VENV)/.test
-	$(VENV)/bin/ruff check src tests bench datasets
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.base
