@@ -171,6 +171,31 @@ class LinearOperator(Operator):
     def _pinv(self, y: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    def solve_normal(
+        self,
+        b: torch.Tensor,
+        scale: float = 1.0,
+        damping: float = 0.0,
+        *,
+        tol: float = 1e-6,
+        max_iter: int = 100,
+    ) -> torch.Tensor:
+        """Solve ``(scale A^H A + damping I) x = b`` for ``b`` in the range of ``A^H``.
+
+        Operators whose normal operator is ``c P`` with ``P`` an orthogonal projection (masks,
+        average pooling) declare ``c`` in ``_normal_projection_scale`` and get the closed form
+        ``b / (scale c + damping)``; others use conjugate gradients (minimum-norm if singular).
+        """
+        c = self._normal_projection_scale()
+        if c is not None:
+            return b / (scale * c + damping)
+        return conjugate_gradient(
+            lambda v: scale * self.N._forward(v) + damping * v, b, tol=tol, max_iter=max_iter
+        )
+
+    def _normal_projection_scale(self) -> float | None:
+        return None
+
 
 class Adjoint(LinearOperator):
     """The adjoint of a linear operator; its own adjoint is the original."""

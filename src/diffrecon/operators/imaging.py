@@ -49,6 +49,9 @@ class Inpainting(LinearOperator):
     def _pinv(self, y: torch.Tensor) -> torch.Tensor:
         return self._apply(y)
 
+    def _normal_projection_scale(self) -> float:
+        return 1.0
+
     def _repr_args(self) -> str:
         return f"kept={float(self.mask.float().mean()):.3f}"
 
@@ -84,6 +87,9 @@ class SuperResolution(LinearOperator):
 
     def _pinv(self, y: torch.Tensor) -> torch.Tensor:
         return self._adjoint(y) * self.factor**2
+
+    def _normal_projection_scale(self) -> float:
+        return 1.0 / self.factor**2
 
     def _repr_args(self) -> str:
         return f"factor={self.factor}"

@@ -113,5 +113,8 @@ class SinglecoilMRI(MulticoilMRI):
     def _pinv(self, y: torch.Tensor) -> torch.Tensor:
         return self._adjoint(y)
 
+    def _normal_projection_scale(self) -> float:
+        return 1.0
+
     def _repr_args(self) -> str:
         return f"acceleration={self.acceleration:.2f}"

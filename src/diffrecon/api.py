@@ -1,0 +1,181 @@
+"""``reconstruct``: posterior draws and their summaries, the one call CLI and napari share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffrecon import __version__
+from diffrecon._checks import as_tensor, check_finite
+from diffrecon.complex import magnitude
+from diffrecon.operators.base import Operator, format_shape, shapes_compatible
+from diffrecon.priors.base import Denoiser, denoiser_range
+from diffrecon.samplers.common import StepState
+from diffrecon.samplers.registry import SCHEDULE_KEYS, resolve
+from diffrecon.samplers.schedules import clamp_sigmas, karras_sigmas
+from diffrecon.uncertainty.ensemble import Welford
+from diffrecon.uncertainty.ensemble import quantiles as _quantiles
+
+
+@dataclass
+class Posterior:
+    """Summaries of ``n`` posterior draws of one image ``(C, H, W)``.
+
+    ``mean``/``std`` are pixelwise over channels; for complex (2-channel) images
+    ``magnitude_mean``/``magnitude_std`` summarise ``|x|``. ``draws`` is kept unless
+    ``keep_draws=False`` was asked (then quantiles are unavailable).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    count: int
+    draws: torch.Tensor | None = None
+    magnitude_mean: torch.Tensor | None = None
+    magnitude_std: torch.Tensor | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def quantiles(self, qs: Sequence[float] = (0.05, 0.5, 0.95), magnitude_of: bool = False):
+        """Pixelwise quantiles ``(len(qs), ...)`` of the draws (or of their magnitudes)."""
+        if self.draws is None:
+            raise ValueError("quantiles need the draws: call reconstruct(..., keep_draws=True)")
+        d = magnitude(self.draws) if magnitude_of else self.draws
+        return _quantiles(d, qs)
+
+
+def draw_generators(
+    seed: int, draws: int, device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One independent generator per draw, derived from ``seed`` by ``numpy.SeedSequence``."""
+    states = np.random.SeedSequence(seed).spawn(draws)
+    gens = []
+    for s in states:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s.generate_state(1, dtype=np.uint64)[0] & 0x7FFF_FFFF_FFFF_FFFF))
+        gens.append(g)
+    return gens
+
+
+def reconstruct(
+    y: Any,
+    operator: Operator,
+    prior: Denoiser,
+    sampler: str = "daps",
+    draws: int = 16,
+    noise_std: float = 0.01,
+    seed: int = 0,
+    *,
+    batch_size: int | None = None,
+    keep_draws: bool = True,
+    shape: tuple[int, ...] | None = None,
+    device: str | torch.device | None = None,
+    callback: Callable[[StepState], None] | None = None,
+    on_batch: Callable[[Posterior], None] | None = None,
+    **hyper: Any,
+) -> Posterior:
+    """Draw ``draws`` posterior samples of the image behind one measurement ``y``.
+
+    ``y``: ``(*oshape)`` or ``(1, *oshape)``. ``sampler``: a sampler (``"daps"``, ``"dps"``,
+    ``"pigdm"``) or preset name (``"daps-fast"``...); ``hyper`` overrides preset settings,
+    including the schedule (``steps``, ``sigma_min``, ``sigma_max``, ``rho``). Draws run in
+    batches of ``batch_size`` (default: up to 16; halved on CUDA out-of-memory); draw ``d``
+    uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
+    running summary after each batch (for streaming displays).
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    fn, settings = resolve(sampler, **hyper)
+    y_t = check_finite("y", as_tensor("y", y))
+    if operator.oshape is not None and y_t.ndim == len(operator.oshape):
+        y_t = y_t[None]
+    if y_t.shape[0] != 1:
+        raise ValueError(f"y must hold one measurement (1, ...), got batch {y_t.shape[0]}")
+    if not shapes_compatible(tuple(y_t.shape[1:]), operator.oshape):
+        raise ValueError(
+            f"y has shape {tuple(y_t.shape)} but {operator.name} gives "
+            f"{format_shape(operator.oshape)}"
+        )
+    dev = torch.device(device) if device is not None else y_t.device
+    op = operator.to(dev)
+    y_t = y_t.to(dev)
+
+    rng = denoiser_range(prior)
+    sched = {k: settings.pop(k) for k in SCHEDULE_KEYS if k in settings}
+    sigmas = karras_sigmas(
+        sched.get("steps", 100),
+        sched.get("sigma_min", rng.sigma_min),
+        sched.get("sigma_max", rng.sigma_max),
+        sched.get("rho", 7.0),
+    )
+    sigmas = clamp_sigmas(sigmas, rng.sigma_min, rng.sigma_max)
+    gens = draw_generators(seed, draws, dev)
+    batch = max(1, min(batch_size or 16, draws))
+
+    stats, mag_stats = Welford(), Welford()
+    kept: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    record = {
+        "sampler": fn.__name__,
+        "preset": sampler,
+        "settings": {**sched, **settings},
+        "seed": seed,
+        "draws": draws,
+        "noise_std": noise_std,
+        "version": __version__,
+    }
+    start = 0
+    while start < draws:
+        stop = min(start + batch, draws)
+        y_rep = y_t.expand(stop - start, *y_t.shape[1:])
+        try:
+            x = fn(
+                prior,
+                op,
+                y_rep,
+                sigmas,
+                noise_std=noise_std,
+                generator=gens[start:stop],
+                shape=shape,
+                callback=callback,
+                **settings,
+            )
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            gens[start:stop] = draw_generators(seed, draws, dev)[start:stop]  # fresh streams
+            batch = max(1, batch // 2)
+            torch.cuda.empty_cache()
+            continue
+        x = x.detach()
+        stats.update(x)
+        if x.shape[1] == 2:
+            mag_stats.update(magnitude(x))
+        if keep_draws:
+            kept.append(x.cpu())
+        start = stop
+        if on_batch is not None:
+            on_batch(_summary(stats, mag_stats, kept, record, t0))
+    return _summary(stats, mag_stats, kept, record, t0)
+
+
+def _summary(
+    stats: Welford, mag: Welford, kept: list[torch.Tensor], record: dict[str, Any], t0: float
+) -> Posterior:
+    std = stats.std if stats.count > 1 else torch.zeros_like(stats.mean)
+    return Posterior(
+        mean=stats.mean.cpu(),
+        std=std.cpu(),
+        count=stats.count,
+        draws=torch.cat(kept) if kept else None,
+        magnitude_mean=mag.mean.cpu() if mag.mean is not None else None,
+        magnitude_std=(mag.std.cpu() if mag.count > 1 else None) if mag.mean is not None else None,
+        settings=dict(record),
+        seconds=time.perf_counter() - t0,
+    )

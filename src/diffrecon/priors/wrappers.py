@@ -1,0 +1,99 @@
+"""Adapters from other network parameterisations to the one denoiser convention.
+
+Variance-preserving diffusion (DDPM) uses ``z_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` with
+``a_t = alphas_cumprod[t]``. Dividing by ``sqrt(a_t)`` gives ``x = x0 + sigma n`` with
+``sigma = sqrt((1 - a_t) / a_t)``: the same process in the VE form every sampler here uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+from diffrecon.priors.base import sigma_batch
+
+Prediction = Literal["epsilon", "v", "x0"]
+
+
+def ddpm_alphas_cumprod(
+    num_steps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 2e-2,
+    schedule: Literal["linear", "scaled_linear"] = "linear",
+) -> torch.Tensor:
+    """``alphas_cumprod`` of a DDPM beta schedule (MONAI/diffusers definitions)."""
+    if schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    elif schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    else:
+        raise ValueError(f"schedule must be 'linear' or 'scaled_linear', got {schedule!r}")
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+class VPDenoiser:
+    """Wrap ``net(z_t, t)`` trained as a discrete VP model as ``D(x, sigma)``.
+
+    ``prediction``: what the network outputs (``"epsilon"``, ``"v"`` or ``"x0"``). A sigma
+    between two training levels maps to a fractional timestep by interpolating ``log sigma``
+    (the network's time embedding is continuous). ``scale``/``shift`` map the network's data
+    range to the sampler's: ``x_net = x * scale + shift`` (e.g. [0, 1] data: scale 2, shift -1).
+    """
+
+    def __init__(
+        self,
+        net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        alphas_cumprod: torch.Tensor,
+        prediction: Prediction = "epsilon",
+        sigma_data: float = 0.5,
+    ) -> None:
+        if prediction not in ("epsilon", "v", "x0"):
+            raise ValueError(f"prediction must be 'epsilon', 'v' or 'x0', got {prediction!r}")
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        self.net = net
+        self.prediction = prediction
+        self.sigmas = ((1 - ac) / ac).sqrt()
+        self.log_sigmas = self.sigmas.log()
+        self.sigma_min = float(self.sigmas[0])
+        self.sigma_max = float(self.sigmas[-1])
+        self.sigma_data = sigma_data
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep whose VE sigma is ``sigma`` (log-linear interpolation)."""
+        ls = self.log_sigmas.to(sigma.device)
+        log_s = sigma.to(torch.float64).clamp(self.sigma_min, self.sigma_max).log()
+        hi = torch.searchsorted(ls, log_s).clamp(1, len(ls) - 1)
+        lo = hi - 1
+        frac = (log_s - ls[lo]) / (ls[hi] - ls[lo])
+        return lo.to(torch.float64) + frac
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        s = sigma_batch(sigma, x)
+        sb = s.reshape(-1, *([1] * (x.ndim - 1)))
+        a_sqrt = 1.0 / torch.sqrt(1.0 + sb**2)  # sqrt(alpha_bar)
+        z = x * a_sqrt  # VP input
+        t = self.sigma_to_t(s).to(x.dtype)
+        out = self.net(z, t)
+        if self.prediction == "epsilon":
+            return x - sb * out
+        if self.prediction == "v":
+            # v = sqrt(a) eps - sqrt(1 - a) x0  =>  x0 = sqrt(a) z - sqrt(1 - a) v
+            return a_sqrt * z - torch.sqrt(1 - a_sqrt**2) * out
+        return out
+
+
+class ScaledDenoiser:
+    """Run a denoiser trained on ``x_net = scale * x + shift`` on data in the sampler's range."""
+
+    def __init__(self, inner: Callable, scale: float = 1.0, shift: float = 0.0) -> None:
+        self.inner, self.scale, self.shift = inner, float(scale), float(shift)
+        for attr in ("sigma_min", "sigma_max", "sigma_data"):
+            if hasattr(inner, attr):
+                setattr(self, attr, getattr(inner, attr) / abs(self.scale))
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        s = sigma_batch(sigma, x)
+        out = self.inner(x * self.scale + self.shift, s * abs(self.scale))
+        return (out - self.shift) / self.scale

@@ -1,0 +1,25 @@
+"""Posterior samplers: plain functions of (denoiser, operator, y, sigmas, generator)."""
+
+from diffrecon.samplers.common import GaussianNoise, StepState, ancestral_step, randn_like
+from diffrecon.samplers.daps import daps, ode_x0
+from diffrecon.samplers.dps import dps
+from diffrecon.samplers.pigdm import pigdm
+from diffrecon.samplers.registry import PRESETS, SAMPLERS, resolve
+from diffrecon.samplers.schedules import clamp_sigmas, geometric_sigmas, karras_sigmas
+
+__all__ = [
+    "PRESETS",
+    "SAMPLERS",
+    "GaussianNoise",
+    "StepState",
+    "ancestral_step",
+    "clamp_sigmas",
+    "daps",
+    "dps",
+    "geometric_sigmas",
+    "karras_sigmas",
+    "ode_x0",
+    "pigdm",
+    "randn_like",
+    "resolve",
+]
