@@ -1,0 +1,62 @@
+"""VP (epsilon / v / x0) networks and range scaling give the same D(x, sigma)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffrecon.priors import GaussianPrior, ScaledDenoiser, VPDenoiser, ddpm_alphas_cumprod
+
+
+def _vp_net(prior, alphas_cumprod, prediction):
+    """A VP network built from an exact prior: what a perfectly trained model would output."""
+    ac = alphas_cumprod
+
+    def net(z, t):
+        t_idx = t.round().long()
+        a = ac[t_idx].to(z.dtype).reshape(-1, 1, 1, 1)
+        sigma = ((1 - a) / a).sqrt()
+        x = z / a.sqrt()
+        x0 = prior(x, sigma.reshape(-1))
+        eps = (x - x0) / sigma
+        if prediction == "epsilon":
+            return eps
+        if prediction == "v":
+            return a.sqrt() * eps - (1 - a).sqrt() * x0
+        return x0
+
+    return net
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear"])
+def test_vp_wrapper_reproduces_the_exact_denoiser_at_training_levels(prediction, schedule):
+    prior = GaussianPrior(
+        torch.zeros(1, 2, 2, dtype=torch.float64), torch.eye(4, dtype=torch.float64) * 0.3
+    )
+    ac = (
+        ddpm_alphas_cumprod(1000, 1e-4, 2e-2, schedule)
+        if schedule == "linear"
+        else ddpm_alphas_cumprod(1000, 8.5e-4, 1.2e-2, schedule)
+    )
+    wrapped = VPDenoiser(_vp_net(prior, ac, prediction), ac, prediction=prediction)
+    x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    for t in (0, 10, 500, 999):
+        sigma = float(wrapped.sigmas[t])
+        xs = x * (1 + sigma)
+        assert torch.allclose(wrapped(xs, sigma), prior(xs, sigma), atol=1e-8), (t, prediction)
+        assert abs(float(wrapped.sigma_to_t(torch.tensor([sigma], dtype=torch.float64))) - t) < 1e-6
+
+
+def test_scaled_denoiser_maps_ranges():
+    # a prior on [0, 1] data, used by a sampler working in [-1, 1]
+    inner = GaussianPrior(
+        torch.full((1, 1, 2), 0.5, dtype=torch.float64), 0.04 * torch.eye(2, dtype=torch.float64)
+    )
+    outer = GaussianPrior(
+        torch.zeros(1, 1, 2, dtype=torch.float64), 0.16 * torch.eye(2, dtype=torch.float64)
+    )
+    wrapped = ScaledDenoiser(inner, scale=0.5, shift=0.5)  # x_inner = 0.5 x + 0.5
+    x = torch.randn(4, 1, 1, 2, dtype=torch.float64)
+    assert torch.allclose(wrapped(x, 0.3), outer(x, 0.3), atol=1e-12)
+    assert wrapped.sigma_max == pytest.approx(inner.sigma_max / 0.5)
