@@ -60,3 +60,24 @@ def test_scaled_denoiser_maps_ranges():
     x = torch.randn(4, 1, 1, 2, dtype=torch.float64)
     assert torch.allclose(wrapped(x, 0.3), outer(x, 0.3), atol=1e-12)
     assert wrapped.sigma_max == pytest.approx(inner.sigma_max / 0.5)
+
+
+def test_edm_preconditioning_reproduces_the_denoiser_it_was_fit_to():
+    from diffrecon.priors import EDMDenoiser
+
+    prior = GaussianPrior(
+        torch.zeros(1, 2, 2, dtype=torch.float64), torch.eye(4, dtype=torch.float64) * 0.25
+    )
+    holder = {}
+
+    def net(x_in, c_noise):  # the exact EDM training target F = (D - c_skip x) / c_out
+        sigma = (4 * c_noise).exp()
+        c_skip, c_out, c_in, _ = holder["edm"].coefficients(sigma)
+        x = x_in / c_in.reshape(-1, 1, 1, 1)
+        return (prior(x, sigma) - c_skip.reshape(-1, 1, 1, 1) * x) / c_out.reshape(-1, 1, 1, 1)
+
+    edm = EDMDenoiser(net, sigma_data=0.5)
+    holder["edm"] = edm
+    x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    for sigma in (0.01, 0.5, 20.0):
+        assert torch.allclose(edm(x, sigma), prior(x, sigma), atol=1e-10)

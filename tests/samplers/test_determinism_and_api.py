@@ -9,8 +9,7 @@ from diffrecon import reconstruct
 from diffrecon.operators import Inpainting, SuperResolution
 from diffrecon.priors import GaussianPrior
 from diffrecon.samplers import daps, karras_sigmas
-
-from .problems import gaussian_mri_problem
+from diffrecon.testing import gaussian_mri_problem
 
 FAST = dict(steps=8, sigma_min=0.05, sigma_max=10.0, langevin_steps=5, ode_steps=2, lr=1e-4)
 

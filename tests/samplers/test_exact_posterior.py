@@ -8,8 +8,7 @@ import torch
 from diffrecon import reconstruct
 from diffrecon.operators import Inpainting
 from diffrecon.priors import GMMPrior
-
-from .problems import fidelity, gaussian_mri_problem
+from diffrecon.testing import fidelity, gaussian_mri_problem
 
 # DAPS on the exact case: 60 annealing levels x 2 ODE steps, 60 Langevin steps (the paper's
 # lr scaled to this problem's likelihood curvature 1/noise_std^2 = 2500: lr * 2500 = 1 < 2).

@@ -157,8 +157,12 @@ class LinearOperator(Operator):
 
     @cached_property
     def N(self) -> LinearOperator:  # noqa: N802 - SigPy's name
-        """The normal operator ``A^H A`` (cached)."""
-        return ComposedLinear(self.H, self)
+        """The normal operator ``A^H A`` (cached; fused where the operator has a fast form)."""
+        return Normal(self)
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x``; operators override it when a fused form saves work."""
+        return self._adjoint(self._forward(x))
 
     def pinv(self, y: torch.Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
         """Pseudo-inverse ``A^+ y``: a closed form where the operator has one, else CG."""
@@ -220,6 +224,26 @@ class Adjoint(LinearOperator):
 
     def __repr__(self) -> str:
         return f"{self.op!r}.H"
+
+
+class Normal(LinearOperator):
+    """``A^H A``: self-adjoint, applied through the operator's ``_normal``."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__(op.ishape, op.ishape)
+        self.op = op
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}.N"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op._normal(x)
+
+    _adjoint = _forward
+
+    def __repr__(self) -> str:
+        return f"{self.op!r}.N"
 
 
 def _check_composable(outer: Operator, inner: Operator) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from diffrecon._checks import as_tensor, check_bool_mask, check_finite, check_ndim
-from diffrecon.complex import complex_dtype, to_channels, to_complex
+from diffrecon.complex import complex_dtype, real_dtype, to_channels, to_complex
 from diffrecon.operators.base import LinearOperator
 from diffrecon.operators.fft import centering_phases
 
@@ -53,6 +53,10 @@ class MulticoilMRI(LinearOperator):
         phase_out = (pout_h[:, None] * pout_w[None, :]).to(maps_t.device)
         self._pmaps = (maps_t.to(torch.complex128) * phase_in).to(maps_t.dtype)
         self._kweights = (phase_out * self.mask).to(maps_t.dtype)
+        # materialised conjugates: multiplying by a lazy conj() view re-resolves it every call
+        self._pmaps_conj = self._pmaps.conj().resolve_conj()
+        self._kweights_conj = self._kweights.conj().resolve_conj()
+        self._kmask = self.mask.to(real_dtype(maps_t.dtype))  # |kweights|^2: the normal op
         super().__init__((2, height, width), (coils, height, width))
 
     @property
@@ -78,8 +82,15 @@ class MulticoilMRI(LinearOperator):
         return k * self._like(self._kweights, z)  # = mask * fft2c(S x)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        img = torch.fft.ifft2(y * torch.conj(self._like(self._kweights, y)), norm="ortho")
-        return to_channels((torch.conj(self._like(self._pmaps, y)) * img).sum(dim=1))
+        img = torch.fft.ifft2(y * self._like(self._kweights_conj, y), norm="ortho")
+        return to_channels((self._like(self._pmaps_conj, y) * img).sum(dim=1))
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x = S^H F^H M F S x``: the output phases cancel, the mask applies once."""
+        z = to_complex(x)
+        k = torch.fft.fft2(self._like(self._pmaps, z) * z[:, None], norm="ortho")
+        img = torch.fft.ifft2(k * self._kmask.to(device=k.device, dtype=k.real.dtype), norm="ortho")
+        return to_channels((self._like(self._pmaps_conj, img) * img).sum(dim=1))
 
     @property
     def acceleration(self) -> float:

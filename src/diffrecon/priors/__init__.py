@@ -3,10 +3,16 @@
 from diffrecon.priors.base import Denoiser, SigmaRange, denoiser_range, sigma_batch
 from diffrecon.priors.gaussian import GaussianPrior
 from diffrecon.priors.gmm import GMMPrior
-from diffrecon.priors.wrappers import ScaledDenoiser, VPDenoiser, ddpm_alphas_cumprod
+from diffrecon.priors.wrappers import (
+    EDMDenoiser,
+    ScaledDenoiser,
+    VPDenoiser,
+    ddpm_alphas_cumprod,
+)
 
 __all__ = [
     "Denoiser",
+    "EDMDenoiser",
     "GMMPrior",
     "GaussianPrior",
     "ScaledDenoiser",

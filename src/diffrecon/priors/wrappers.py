@@ -97,3 +97,35 @@ class ScaledDenoiser:
         s = sigma_batch(sigma, x)
         out = self.inner(x * self.scale + self.shift, s * abs(self.scale))
         return (out - self.shift) / self.scale
+
+
+class EDMDenoiser:
+    """EDM preconditioning (Karras et al. 2022): a raw network ``F(x_in, c_noise)`` becomes
+    ``D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` with
+    ``c_skip = sd^2 / (s^2 + sd^2)``, ``c_out = s sd / sqrt(s^2 + sd^2)``,
+    ``c_in = 1 / sqrt(s^2 + sd^2)`` and ``c_noise = log(s) / 4`` (``sd`` = ``sigma_data``)."""
+
+    def __init__(
+        self,
+        net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        sigma_data: float = 0.5,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+    ):
+        self.net = net
+        self.sigma_data, self.sigma_min, self.sigma_max = sigma_data, sigma_min, sigma_max
+
+    def coefficients(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(c_skip, c_out, c_in, c_noise)`` for a ``(B,)`` tensor of noise levels."""
+        sd = self.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
+        c_in = 1 / torch.sqrt(sigma**2 + sd**2)
+        return c_skip, c_out, c_in, sigma.log() / 4
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        s = sigma_batch(sigma, x)
+        c_skip, c_out, c_in, c_noise = (
+            c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.coefficients(s)
+        )
+        return c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1))

@@ -107,8 +107,22 @@ class GaussianNoise:
         self, operator: Operator, x: torch.Tensor, y: torch.Tensor, tau: float | None = None
     ) -> torch.Tensor:
         """Gradient in ``x`` of ``||A(x) - y||^2 / (2 tau^2)`` (``tau`` defaults to ``std``)."""
+        return self.nll_grad_fn(operator, y, tau)(x)
+
+    def nll_grad_fn(
+        self, operator: Operator, y: torch.Tensor, tau: float | None = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> grad ||A(x) - y||^2 / (2 tau^2)`` for repeated use with one ``y``.
+
+        Linear operators use ``(A^H A x - A^H y) / tau^2`` with ``A^H y`` computed once: the
+        residual then lives in image space, not in the (often much larger) measurement space.
+        """
         tau = self.std if tau is None else tau
-        return operator.vjp(x, self.residual(operator, x, y)) / tau**2
+        if operator.is_linear:
+            aty = operator.adjoint(y)  # type: ignore[attr-defined]
+            normal = operator.N  # type: ignore[attr-defined]
+            return lambda x: (normal(x) - aty) / tau**2
+        return lambda x: operator.vjp(x, self.residual(operator, x, y)) / tau**2
 
     def sample(self, clean: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Add noise to a clean measurement."""

@@ -72,6 +72,7 @@ def daps(
         raise ValueError("DAPS needs tau > 0 (a noiseless likelihood has no Langevin target)")
     x = blank_image(operator, y, shape)
     noise = NoiseSource(generator, x)
+    nll_grad = likelihood.nll_grad_fn(operator, y, tau)
     x = float(sigmas[0]) * noise()
     levels = sigmas.tolist()
     n = len(levels) - 1
@@ -91,7 +92,7 @@ def daps(
             )
         z = x0_hat
         for _ in range(langevin_steps):
-            grad = likelihood.nll_grad(operator, z, y, tau) + (z - x0_hat) / sigma**2
+            grad = nll_grad(z) + (z - x0_hat) / sigma**2
             z = z - step * grad + math.sqrt(2 * step) * noise()
         if not bool(torch.isfinite(z).all()):
             raise FloatingPointError(
