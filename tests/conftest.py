@@ -40,3 +40,44 @@ def real_kspace() -> np.ndarray:
     if not REAL_KSPACE.exists():
         pytest.skip(f"real data not found at {REAL_KSPACE}")
     return np.load(REAL_KSPACE)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A small random-weight prior bundle: fast enough for end-to-end CLI tests."""
+    from diffrecon.priors.bundles import save_bundle
+    from diffrecon.priors.unet import MonaiUNet
+
+    arch = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 8}
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = MonaiUNet(arch)
+    path = tmp_path_factory.mktemp("bundle") / "tiny"
+    save_bundle(
+        path,
+        net,
+        {
+            "name": "tiny",
+            "parameterisation": "edm",
+            "sigma_data": 0.5,
+            "sigma_min": 0.002,
+            "sigma_max": 80.0,
+            "architecture": {
+                "type": "monai.DiffusionModelUNet",
+                "kwargs": {**net.arch},
+                "noise_scale": 1000.0,
+            },
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_kspace_file(tmp_path_factory):
+    from diffrecon.data.simulate import simulate_fastmri
+
+    return simulate_fastmri(
+        tmp_path_factory.mktemp("k") / "tiny.h5", slices=(100, 104), size=(40, 32), coils=4
+    )

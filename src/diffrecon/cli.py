@@ -1,23 +1,90 @@
-"""The ``diffrecon`` command line. Exit codes: 0 success, 2 bad input, 1 failure."""
+"""The ``diffrecon`` command line. Exit codes: 0 success, 2 bad input, 1 failure.
+
+Bad input (missing or non-HDF5 file, no ``kspace``, wrong rank, NaN k-space, unknown sampler,
+impossible acceleration, an output that exists without ``--overwrite``) is reported in one
+line before any work starts, and nothing is written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="diffrecon", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="diffrecon", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="reconstruct a synthetic multicoil phantom")
-    demo.add_argument("-o", "--out", type=Path, default=Path("out/demo"), help="output folder")
+
+    rec = sub.add_parser("reconstruct", help="posterior reconstruction of fastMRI files")
+    rec.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files")
+    rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    rec.add_argument(
+        "--sampler",
+        default="daps-fast",
+        help="sampler or preset (daps, daps-fast, daps-1k, dps, pigdm, ...)",
+    )
+    rec.add_argument("--draws", type=int, default=8)
+    rec.add_argument("--accel", type=float, default=4.0)
+    rec.add_argument("--center-fraction", type=float, default=0.08)
+    rec.add_argument(
+        "--mask-type",
+        choices=["random", "equispaced", "file"],
+        default="random",
+        help="fastMRI retrospective mask (seeded by file name) or the file's own",
+    )
+    rec.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
+    rec.add_argument("--prior", default="brain-mri-default", help="shipped name or bundle path")
+    rec.add_argument("--device", default="cpu")
+    rec.add_argument("--seed", type=int, default=0, help="sampler seed")
+    rec.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    rec.add_argument(
+        "--noise-std",
+        type=float,
+        default=None,
+        help="k-space noise std per real component (default: estimated)",
+    )
+    rec.add_argument("--batch-size", type=int, default=None)
+    rec.add_argument("--save-draws", action="store_true")
+    rec.add_argument("--quantiles", default=None, help="e.g. 0.05,0.5,0.95")
+    rec.add_argument(
+        "--no-crop-readout",
+        action="store_true",
+        help="keep a 2x oversampled readout instead of cropping to the recon size",
+    )
+    rec.add_argument("--overwrite", action="store_true")
+    rec.add_argument("--quiet", action="store_true")
+
+    info = sub.add_parser("info", help="describe a fastMRI or result .h5 file")
+    info.add_argument("file", type=Path)
+
+    dcm = sub.add_parser("export-dicom", help="write a result file as DICOM series")
+    dcm.add_argument("result", type=Path)
+    dcm.add_argument("out", type=Path)
+    dcm.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="DICOM file whose patient/study fields are copied",
+    )
+    dcm.add_argument("--draws", action="store_true", help="also export each draw")
+
+    demo = sub.add_parser("demo", help="reconstruct a simulated brain slice with the default prior")
+    demo.add_argument("-o", "--out", type=Path, default=Path("out/demo"))
+    demo.add_argument("--draws", type=int, default=4)
+    demo.add_argument("--steps", type=int, default=None)
+    demo.add_argument("--quiet", action="store_true")
 
     tr = sub.add_parser("train-prior", help="train an EDM denoiser prior (MONAI UNet)")
-    tr.add_argument(
-        "out", type=Path, help="output bundle folder (resumes if it holds a checkpoint)"
-    )
+    tr.add_argument("out", type=Path, help="output bundle folder (resumes from its checkpoint)")
     tr.add_argument(
         "--data",
         default="mni",
@@ -37,13 +104,192 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class BadInput(ValueError):
+    """Reported as one line with exit code 2."""
+
+
+@dataclass
+class Job:
+    path: Path
+    out: Path
+    file: Any
+    slices: list[int]
+
+
+def _plan(args: argparse.Namespace) -> tuple[list[Job], Any]:
+    """Validate every input and build the work list before anything runs or is written."""
+    from diffrecon.io.fastmri import open_fastmri, parse_slices
+    from diffrecon.pipeline import MaskSpec, build_mask
+    from diffrecon.priors.bundles import load
+    from diffrecon.samplers.registry import resolve
+
+    resolve(args.sampler)  # unknown sampler -> ValueError
+    if args.draws < 1:
+        raise BadInput(f"--draws must be >= 1, got {args.draws}")
+    jobs = []
+    seen = set()
+    for path in args.inputs:
+        f = open_fastmri(path)
+        slices = parse_slices(args.slices, f.num_slices)
+        w = f.shape[-1]
+        spec = MaskSpec(args.accel, args.center_fraction, args.mask_type)
+        build_mask(spec, tuple(f.shape[-2:]), f.mask)  # impossible acceleration -> ValueError
+        out = args.out / path.name
+        if out in seen:
+            raise BadInput(f"two inputs named {path.name} would write the same output")
+        seen.add(out)
+        if out.exists() and not args.overwrite:
+            raise BadInput(f"{out} exists: pass --overwrite to replace it")
+        if w < 8:
+            raise BadInput(f"{path}: only {w} phase-encode columns")
+        # check the first selected slice for NaN before any work starts
+        f.kspace(slices[0])
+        jobs.append(Job(path, out, f, slices))
+    prior = load(args.prior, device=args.device)
+    return jobs, prior
+
+
+def _reconstruct(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from diffrecon import __version__
+    from diffrecon.io.fastmri import remove_readout_oversampling
+    from diffrecon.io.results import write_results
+    from diffrecon.mri.masks import fastmri_seed
+    from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
+
+    jobs, prior = _plan(args)
+    levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
+    if any(not 0 <= q <= 1 for q in levels):
+        raise BadInput(f"--quantiles must lie in [0, 1], got {args.quantiles}")
+    hyper: dict[str, Any] = {} if args.steps is None else {"steps": args.steps}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        t0 = time.perf_counter()
+        f = job.file
+        header = f.header
+        crop_to = None
+        if (
+            header is not None
+            and not args.no_crop_readout
+            and header.encoded_size[0] == f.shape[-2]
+            and header.recon_size[0] < f.shape[-2]
+        ):
+            crop_to = header.recon_size[0]
+        padding = header.padding if header is not None else None
+        results = []
+        bar = tqdm(job.slices, desc=job.path.name, unit="slice", disable=args.quiet)
+        for idx in bar:
+            k = f.kspace(idx)
+            if crop_to is not None:
+                k = remove_readout_oversampling(k, crop_to)
+            spec = MaskSpec(
+                args.accel, args.center_fraction, args.mask_type, seed=fastmri_seed(job.path.name)
+            )
+            mask = build_mask(spec, k.shape[-2:], f.mask, padding)
+            steps_bar = tqdm(desc=f"slice {idx}", unit="step", leave=False, disable=args.quiet)
+
+            def tick(state, steps_bar=steps_bar):
+                steps_bar.total = state.n
+                steps_bar.update(1)
+
+            res = reconstruct_slice(
+                k,
+                prior,
+                mask,
+                sampler=args.sampler,
+                draws=args.draws,
+                seed=args.seed,
+                noise_std=args.noise_std,
+                out_size=f.recon_size,
+                target=f.target(idx),
+                quantile_levels=levels,
+                keep_draws=args.save_draws,
+                device=args.device,
+                batch_size=args.batch_size,
+                callback=tick,
+                **hyper,
+            )
+            steps_bar.close()
+            results.append(res)
+        settings = results[0].settings
+        attrs = {
+            "sampler": settings.get("sampler"),
+            "preset": args.sampler,
+            "settings": settings.get("settings"),
+            "seed": args.seed,
+            "draws": args.draws,
+            "prior": prior.name,
+            "diffrecon_version": __version__,
+            "acceleration": args.accel,
+            "center_fraction": args.center_fraction,
+            "mask_type": args.mask_type,
+            "input": str(job.path),
+            "patient_id": f.attrs.get("patient_id"),
+            "acquisition": f.attrs.get("acquisition"),
+            "noise_std_estimate": [r.settings["noise_std_estimate"] for r in results],
+            "quantile_levels": list(levels) if levels else None,
+            "command": "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
+        }
+        write_results(job.out, results, job.slices, attrs, overwrite=args.overwrite)
+        msg = f"{job.path.name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
+        if results[0].metrics:
+            m = {k: float(np.mean([r.metrics[k] for r in results])) for k in results[0].metrics}
+            msg += (
+                f", PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} (zero-filled "
+                f"{m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
+            )
+        print(f"{msg} -> {job.out}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    import h5py
+
+    from diffrecon.io.fastmri import FastMRIError, open_fastmri
+
+    p = args.file
+    if not p.exists():
+        raise BadInput(f"{p}: no such file")
+    if not h5py.is_hdf5(p):
+        raise BadInput(f"{p}: not an HDF5 file")
+    with h5py.File(p, "r") as f:
+        print(f"{p}")
+        for name, ds in f.items():
+            print(f"  {name:<22} {str(ds.shape):<22} {ds.dtype}")
+        for k, v in f.attrs.items():
+            print(f"  @{k} = {v!r}"[:200])
+    try:
+        fm = open_fastmri(p)
+    except FastMRIError:
+        return
+    kind = "multicoil" if fm.multicoil else "single-coil"
+    print(
+        f"  fastMRI {kind}: {fm.num_slices} slices, k-space {fm.shape[-2:]}, "
+        f"output size {fm.recon_size}"
+    )
+    if fm.header is not None:
+        print(
+            f"  header: encoded {fm.header.encoded_size}, recon {fm.header.recon_size}, "
+            f"acquired columns [{fm.header.padding[0]}, {fm.header.padding[1]})"
+        )
+
+
+def _export(args: argparse.Namespace) -> None:
+    from diffrecon.io.dicom import export_dicom
+
+    if not args.result.exists():
+        raise BadInput(f"{args.result}: no such file")
+    files = export_dicom(args.result, args.out, reference=args.reference, include_draws=args.draws)
+    print(f"wrote {len(files)} DICOM files under {args.out}")
+
+
 def _train_prior(args: argparse.Namespace) -> None:
     from diffrecon.priors.train import train_prior
 
     if args.data == "mni":
         from diffrecon.data.mni import HELDOUT_Z, PatchSampler
 
-        source = PatchSampler(size=args.patch, seed=args.seed)
+        source: Any = PatchSampler(size=args.patch, seed=args.seed)
         dataset = {
             "source": "MNI ICBM152 2009a sym (nilearn wheel), synthetic T1/T2/PD, "
             "smooth random phase",
@@ -56,7 +302,6 @@ def _train_prior(args: argparse.Namespace) -> None:
         dataset = {"source": str(args.data)}
     channels = list(args.channels)
     arch = {"channels": channels, "attention_levels": [False] * len(channels)}
-    name = args.name or args.out.name
     summary = train_prior(
         args.out,
         source.batch,
@@ -72,7 +317,7 @@ def _train_prior(args: argparse.Namespace) -> None:
         data_state=source.get_state,
         set_data_state=source.set_state,
         bundle_config={
-            "name": name,
+            "name": args.name or args.out.name,
             "data": {
                 "channels": 2,
                 "complex": True,
@@ -81,7 +326,7 @@ def _train_prior(args: argparse.Namespace) -> None:
                 **dataset,
             },
             "training": {
-                "command": "diffrecon " + " ".join(map(shlex.quote, sys.argv[2:])),
+                "command": "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
                 "patch": args.patch,
                 "batch": args.batch,
                 "lr": args.lr,
@@ -99,17 +344,32 @@ def _train_prior(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from diffrecon.io.fastmri import FastMRIError
+    from diffrecon.priors.bundles import PriorLoadError
+
     try:
-        if args.command == "demo":
+        if args.command == "reconstruct":
+            _reconstruct(args)
+        elif args.command == "info":
+            _info(args)
+        elif args.command == "export-dicom":
+            _export(args)
+        elif args.command == "demo":
             from diffrecon.demo import run_demo
 
-            run_demo(args.out)
+            run_demo(args.out, draws=args.draws, steps=args.steps, quiet=args.quiet)
         elif args.command == "train-prior":
             _train_prior(args)
         return 0
-    except ValueError as err:
+    except (BadInput, FastMRIError, PriorLoadError, ValueError) as err:
         print(f"diffrecon: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("diffrecon: interrupted", file=sys.stderr)
+        return 1
+    except Exception as err:  # a failure, not bad input: one line, exit 1
+        print(f"diffrecon: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

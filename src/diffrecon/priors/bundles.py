@@ -129,7 +129,21 @@ class LearnedPrior:
         self.net.to(device)
         return self
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sizes the network accepts are multiples of this (one per downsampling)."""
+        levels = len(self.config.get("architecture", {}).get("kwargs", {}).get("channels", [1]))
+        return 2 ** max(levels - 1, 0)
+
     def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """Denoise; images of any size are zero-padded to the network's multiple and cropped
+        back (MRI backgrounds are zero, so the padding looks like more background)."""
+        m = self.size_multiple
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            out = self._den(torch.nn.functional.pad(x, (0, pw, 0, ph)), sigma)
+            return out[..., :h, :w]
         return self._den(x, sigma)
 
 
@@ -192,3 +206,113 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Learne
             f"weights in {p} do not fit the bundle's architecture: {first}"
         ) from err
     return LearnedPrior(net, config).to(device)
+
+
+def from_module(module: torch.nn.Module, parameterisation: str, **config: Any) -> LearnedPrior:
+    """Any ``torch.nn.Module`` with a declared parameterisation (``"eps-vp"``, ``"v-vp"``,
+    ``"x0-ve"``, ``"edm"``); ``config`` as in :func:`wrap_network` (beta schedule, sigmas,
+    ``data_scale``/``data_shift``)."""
+    if parameterisation not in PARAMETERISATIONS:
+        raise PriorLoadError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
+    return LearnedPrior(
+        module, {"name": type(module).__name__, "parameterisation": parameterisation, **config}
+    )
+
+
+class _TimestepNet(torch.nn.Module):
+    """``net(z_t, t)`` for MONAI/diffusers UNets that take ``timesteps=``."""
+
+    def __init__(self, unet: torch.nn.Module, diffusers: bool = False) -> None:
+        super().__init__()
+        self.unet, self.diffusers = unet, diffusers
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.diffusers:
+            return self.unet(z, t).sample
+        return self.unet(z, timesteps=t)
+
+
+def load_monai_ddpm(
+    weights: str | Path,
+    arch: dict[str, Any],
+    prediction: str = "epsilon",
+    beta_schedule: str = "linear",
+    beta_start: float = 1e-4,
+    beta_end: float = 2e-2,
+    num_train_timesteps: int = 1000,
+    **config: Any,
+) -> LearnedPrior:
+    """A MONAI ``DiffusionModelUNet`` state dict trained with MONAI's ``DDPMScheduler``.
+
+    ``arch``: the ``DiffusionModelUNet`` keyword arguments; ``prediction``: ``"epsilon"`` or
+    ``"v_prediction"``/``"v"``; the beta schedule as given to the scheduler (MONAI's
+    ``"scaled_linear_beta"`` is ``"scaled_linear"`` here).
+    """
+    from monai.networks.nets import DiffusionModelUNet
+
+    kwargs = dict(arch)
+    for key in ("channels", "attention_levels", "num_res_blocks", "num_head_channels"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    unet = DiffusionModelUNet(**kwargs)
+    try:
+        unet.load_state_dict(load_state_dict(weights), strict=True)
+    except RuntimeError as err:
+        raise PriorLoadError(
+            f"{weights} does not fit the given architecture: {str(err).splitlines()[0]}"
+        ) from err
+    param = "v-vp" if prediction in ("v", "v_prediction") else "eps-vp"
+    schedule = {"linear_beta": "linear", "scaled_linear_beta": "scaled_linear"}.get(
+        beta_schedule, beta_schedule
+    )
+    return LearnedPrior(
+        _TimestepNet(unet),
+        {
+            "name": Path(weights).stem,
+            "parameterisation": param,
+            "beta_schedule": schedule,
+            "beta_start": beta_start,
+            "beta_end": beta_end,
+            "num_train_timesteps": num_train_timesteps,
+            **config,
+        },
+    )
+
+
+def load_diffusers_unet(folder: str | Path, **config: Any) -> LearnedPrior:
+    """A diffusers ``UNet2DModel`` folder (local files only; needs the ``diffusers`` extra).
+
+    The parameterisation and beta schedule come from a ``scheduler_config.json`` in the
+    folder or its parent (``prediction_type``, ``beta_schedule``, ``beta_start``,
+    ``beta_end``, ``num_train_timesteps``); ``config`` overrides them.
+    """
+    try:
+        from diffusers import UNet2DModel
+    except ImportError as err:
+        raise PriorLoadError(
+            "loading diffusers models needs `pip install diffrecon[diffusers]`"
+        ) from err
+    folder = Path(folder)
+    sched: dict[str, Any] = {}
+    for cand in (
+        folder / "scheduler_config.json",
+        folder.parent / "scheduler" / "scheduler_config.json",
+        folder.parent / "scheduler_config.json",
+    ):
+        if cand.exists():
+            sched = json.loads(cand.read_text())
+            break
+    unet = UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    pred = config.pop("prediction_type", sched.get("prediction_type", "epsilon"))
+    cfg = {
+        "name": folder.name,
+        "parameterisation": "v-vp" if pred == "v_prediction" else "eps-vp",
+        "beta_schedule": sched.get("beta_schedule", "linear"),
+        "beta_start": sched.get("beta_start", 1e-4),
+        "beta_end": sched.get("beta_end", 2e-2),
+        "num_train_timesteps": sched.get("num_train_timesteps", 1000),
+        **config,
+    }
+    return LearnedPrior(_TimestepNet(unet, diffusers=True), cfg)

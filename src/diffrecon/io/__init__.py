@@ -1,0 +1,1 @@
+"""File I/O: fastMRI HDF5 in and out, DICOM export."""

@@ -1,0 +1,139 @@
+"""DICOM export of result files: one Secondary Capture series per map (mean, std, draws).
+
+Pixels are uint16 with ``RescaleSlope``/``RescaleIntercept`` so a viewer shows the stored
+float values (within half a quantisation step). Study/series/instance UIDs are consistent
+(one study per export, one series per map, one instance per slice or draw); patient and
+study fields are copied from a reference DICOM when one is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from diffrecon import __version__
+from diffrecon.io.results import read_results
+
+SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+COPIED_FIELDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "FrameOfReferenceUID",
+)
+
+
+def quantise(img: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(uint16 pixels, slope, intercept)`` with ``pixels * slope + intercept ~ img``."""
+    lo, hi = float(np.min(img)), float(np.max(img))
+    slope = (hi - lo) / 65535.0 if hi > lo else 1.0
+    pix = np.clip(np.round((img - lo) / slope), 0, 65535).astype(np.uint16)
+    return pix, slope, lo
+
+
+def _dataset(
+    img: np.ndarray,
+    series_uid: str,
+    study: dict,
+    series_number: int,
+    instance: int,
+    description: str,
+):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SC_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    now = dt.datetime.now()
+    ds.SOPClassUID = SC_IMAGE_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for key, value in study.items():
+        setattr(ds, key, value)
+    ds.Modality = "MR"
+    ds.ConversionType = "WSD"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.InstanceNumber = instance
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Manufacturer = "diffrecon"
+    ds.SoftwareVersions = __version__
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    pix, slope, intercept = quantise(img)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pix.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = f"{slope:.10g}"
+    ds.RescaleIntercept = f"{intercept:.10g}"
+    ds.RescaleType = "US"
+    ds.PixelData = pix.tobytes()
+    return ds
+
+
+def export_dicom(
+    result_h5: str | Path,
+    out_dir: str | Path,
+    reference: str | Path | None = None,
+    include_draws: bool = False,
+) -> list[Path]:
+    """Write the mean, std (and optionally draws) of a result file as DICOM series."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    res = read_results(result_h5)
+    out = Path(out_dir)
+    study: dict = {
+        "PatientName": "Anonymous",
+        "PatientID": str(res.attrs.get("patient_id", "")),
+        "StudyInstanceUID": generate_uid(),
+        "StudyID": "1",
+        "StudyDate": dt.date.today().strftime("%Y%m%d"),
+        "StudyTime": "000000",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "PatientBirthDate": "",
+        "PatientSex": "",
+    }
+    if reference is not None:
+        ref = pydicom.dcmread(str(reference), stop_before_pixels=True)
+        for key in COPIED_FIELDS:
+            if key in ref:
+                study[key] = ref.data_element(key).value
+    series = [
+        ("mean", res.reconstruction, "diffrecon posterior mean |x|"),
+        ("std", res.std, "diffrecon posterior std of |x|"),
+    ]
+    if include_draws:
+        if res.draws is None:
+            raise ValueError(f"{result_h5} holds no draws: reconstruct with --save-draws")
+        for d in range(res.draws.shape[1]):
+            series.append((f"draw{d:03d}", res.draws[:, d], f"diffrecon posterior draw {d}"))
+    written: list[Path] = []
+    for number, (name, vol, description) in enumerate(series, start=1):
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        series_uid = generate_uid()
+        for i, img in enumerate(vol):
+            ds = _dataset(
+                np.asarray(img, dtype=np.float64), series_uid, study, number, i + 1, description
+            )
+            path = folder / f"{i + 1:04d}.dcm"
+            ds.save_as(str(path), enforce_file_format=True)
+            written.append(path)
+    return written

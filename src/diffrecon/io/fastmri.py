@@ -1,0 +1,213 @@
+"""fastMRI HDF5 files: lazy reading, header geometry, undersampling, results fastMRI reads.
+
+Layout (as the dataset defines it): ``kspace`` complex64 ``(slices, coils, H, W)`` (multicoil)
+or ``(slices, H, W)`` (single-coil); optional ``mask`` ``(W,)`` (test files; diffrecon also
+accepts a 2-D ``(H, W)`` mask), ``reconstruction_rss`` / ``reconstruction_esc`` targets,
+attributes ``acquisition``, ``max``, ``norm``, ``patient_id``, ``acceleration``,
+``num_low_frequency`` and the ``ismrmrd_header`` XML. ``H`` is the (2x oversampled) readout,
+``W`` the phase-encode axis that column masks act on.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
+
+
+class FastMRIError(ValueError):
+    """A file that is not a usable fastMRI file; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """Geometry from the ISMRMRD header (fastMRI's ``_retrieve_metadata``)."""
+
+    encoded_size: tuple[int, int, int]
+    recon_size: tuple[int, int, int]
+    encoding_center: int
+    encoding_max: int  # one past the last acquired phase-encode line
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """``(left, right)``: phase-encode columns ``[left, right)`` were acquired; the rest
+        are zero padding (fastMRI's ``padding_left`` / ``padding_right``)."""
+        left = self.encoded_size[1] // 2 - self.encoding_center
+        return left, left + self.encoding_max
+
+
+def parse_header(xml: bytes | str) -> Header:
+    """Parse the fields fastMRI uses from an ``ismrmrd_header`` XML document."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise FastMRIError(f"ismrmrd_header is not valid XML: {err}") from err
+
+    def find(*path: str) -> int:
+        q = "/".join(f"ismrmrd:{p}" for p in path)
+        node = root.find(q, {"ismrmrd": ISMRMRD_NS})
+        if node is None or node.text is None:
+            raise FastMRIError(f"ismrmrd_header lacks {'/'.join(path)}")
+        return int(node.text)
+
+    enc = tuple(find("encoding", "encodedSpace", "matrixSize", a) for a in "xyz")
+    rec = tuple(find("encoding", "reconSpace", "matrixSize", a) for a in "xyz")
+    lims = ("encoding", "encodingLimits", "kspace_encoding_step_1")
+    return Header(enc, rec, find(*lims, "center"), find(*lims, "maximum") + 1)  # type: ignore[arg-type]
+
+
+def header_xml(
+    encoded: tuple[int, int, int], recon: tuple[int, int, int], center: int, maximum: int
+) -> bytes:
+    """A minimal valid ISMRMRD header with the fields fastMRI reads (for simulated files)."""
+
+    def size(tag: str, xyz: tuple[int, int, int]) -> str:
+        return (
+            f"<{tag}><matrixSize><x>{xyz[0]}</x><y>{xyz[1]}</y><z>{xyz[2]}</z></matrixSize>"
+            f"<fieldOfView_mm><x>{xyz[0]}</x><y>{xyz[1]}</y><z>1</z></fieldOfView_mm></{tag}>"
+        )
+
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="{ISMRMRD_NS}">'
+        "<experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz>"
+        "</experimentalConditions><encoding><trajectory>cartesian</trajectory>"
+        + size("encodedSpace", encoded)
+        + size("reconSpace", recon)
+        + "<encodingLimits><kspace_encoding_step_1>"
+        f"<minimum>0</minimum><maximum>{maximum}</maximum><center>{center}</center>"
+        "</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>"
+    ).encode()
+
+
+@dataclass
+class FastMRIFile:
+    """An open fastMRI file: metadata read eagerly, k-space slices lazily."""
+
+    path: Path
+    multicoil: bool
+    shape: tuple[int, ...]
+    attrs: dict[str, Any]
+    header: Header | None
+    mask: np.ndarray | None
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.shape[0])
+
+    def kspace(self, index: int) -> np.ndarray:
+        """One k-space slice ``(coils, H, W)`` complex64 (single-coil files get ``coils=1``)."""
+        with h5py.File(self.path, "r") as f:
+            k = np.asarray(f["kspace"][index], dtype=np.complex64)
+        if not self.multicoil:
+            k = k[None]
+        if not np.isfinite(k).all():
+            raise FastMRIError(f"{self.path.name}: kspace slice {index} contains NaN or inf")
+        return k
+
+    def target(self, index: int) -> np.ndarray | None:
+        """The reference image of a slice (``reconstruction_rss`` or ``_esc``) if present."""
+        if not self.targets:
+            return None
+        with h5py.File(self.path, "r") as f:
+            return np.asarray(f[self.targets[0]][index], dtype=np.float32)
+
+    @property
+    def recon_size(self) -> tuple[int, int]:
+        """Output image size: the header's recon matrix (x, y), fastMRI's 320 x 320 default."""
+        if self.header is not None:
+            return self.header.recon_size[0], self.header.recon_size[1]
+        return (320, 320)
+
+
+def open_fastmri(path: str | Path) -> FastMRIFile:
+    """Validate and open a fastMRI file; raises :class:`FastMRIError` with one clear line."""
+    p = Path(path)
+    if not p.exists():
+        raise FastMRIError(f"{p}: no such file")
+    if not h5py.is_hdf5(p):
+        raise FastMRIError(f"{p}: not an HDF5 file")
+    with h5py.File(p, "r") as f:
+        if "kspace" not in f:
+            raise FastMRIError(f"{p}: no 'kspace' dataset (found: {', '.join(f.keys()) or 'none'})")
+        ds = f["kspace"]
+        if ds.ndim not in (3, 4):
+            raise FastMRIError(
+                f"{p}: kspace must be (slices, coils, H, W) or (slices, H, W), got shape {ds.shape}"
+            )
+        if not np.issubdtype(ds.dtype, np.complexfloating):
+            raise FastMRIError(f"{p}: kspace must be complex, got dtype {ds.dtype}")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        header = parse_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else None
+        mask = np.asarray(f["mask"][()]) > 0 if "mask" in f else None
+        targets = [t for t in ("reconstruction_rss", "reconstruction_esc") if t in f]
+        return FastMRIFile(p, ds.ndim == 4, tuple(ds.shape), attrs, header, mask, targets)
+
+
+def parse_slices(spec: str | None, n: int) -> list[int]:
+    """``"10:14"``, ``"3"``, ``"0,5,7"`` or ``None`` (all) -> slice indices, checked."""
+    if spec is None or spec == "":
+        return list(range(n))
+    try:
+        if ":" in spec:
+            parts = [int(p) if p else None for p in spec.split(":")]
+            idx = list(range(n))[slice(*parts)]
+        else:
+            idx = [int(s) for s in spec.split(",")]
+    except ValueError as err:
+        raise FastMRIError(f"bad slice selection {spec!r}: use e.g. 10:14 or 3,5") from err
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad or not idx:
+        raise FastMRIError(f"slice selection {spec!r} is outside the file's {n} slices")
+    return idx
+
+
+def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
+    """Crop the readout (axis -2) to ``size`` in image space and return to k-space."""
+    import torch
+
+    from diffrecon.mri.transforms import center_crop
+    from diffrecon.operators.fft import fft2c, ifft2c
+
+    k = torch.from_numpy(kspace)
+    img = ifft2c(k)
+    img = center_crop(img, (size, img.shape[-1]))
+    return fft2c(img).numpy().astype(np.complex64)
+
+
+def write_atomic_h5(
+    path: Path,
+    datasets: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+    compress: tuple[str, ...] = ("draws",),
+    overwrite: bool = False,
+) -> Path:
+    """Write an h5 file through a temporary name renamed at the end: an interrupted write
+    leaves no output, and an existing file is kept unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FastMRIError(f"{path} exists: pass --overwrite to replace it")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, arr in datasets.items():
+                if name in compress:
+                    chunks = (1,) * (arr.ndim - 2) + tuple(arr.shape[-2:])
+                    f.create_dataset(
+                        name, data=arr, chunks=chunks, compression="gzip", compression_opts=4
+                    )
+                else:
+                    f.create_dataset(name, data=arr)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

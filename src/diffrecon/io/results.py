@@ -1,0 +1,78 @@
+"""Result files: one h5 per input that fastMRI's ``evaluate.py`` reads as it is.
+
+``reconstruction`` (slices, H, W) float32 posterior-mean magnitude; ``std`` the posterior std
+of the magnitude; optional ``draws`` (slices, n, H, W, gzip, chunked per image) and
+``quantiles`` (slices, q, H, W) with attribute ``levels``; ``slice_indices``; file attributes
+with the sampler, its settings (JSON), seed, prior name and version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from diffrecon.io.fastmri import FastMRIError, write_atomic_h5
+
+
+@dataclass
+class Results:
+    reconstruction: np.ndarray
+    std: np.ndarray
+    slice_indices: np.ndarray
+    attrs: dict[str, Any]
+    draws: np.ndarray | None = None
+    quantiles: np.ndarray | None = None
+    quantile_levels: np.ndarray | None = None
+
+
+def write_results(
+    path: str | Path,
+    slices: list[Any],
+    slice_indices: list[int],
+    attrs: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write the :class:`~diffrecon.pipeline.SliceResult` list of one input file."""
+    data: dict[str, np.ndarray] = {
+        "reconstruction": np.stack([s.mean for s in slices]).astype(np.float32),
+        "std": np.stack([s.std for s in slices]).astype(np.float32),
+        "slice_indices": np.asarray(slice_indices, dtype=np.int32),
+    }
+    if all(s.draws is not None for s in slices):
+        data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
+    if all(s.quantiles is not None for s in slices):
+        data["quantiles"] = np.stack([s.quantiles for s in slices]).astype(np.float32)
+    flat = {
+        k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v)
+        for k, v in attrs.items()
+        if v is not None
+    }
+    return write_atomic_h5(Path(path), data, flat, overwrite=overwrite)
+
+
+def read_results(path: str | Path) -> Results:
+    """Read a result file written by :func:`write_results`."""
+    p = Path(path)
+    if not p.exists() or not h5py.is_hdf5(p):
+        raise FastMRIError(f"{p}: not a diffrecon result file (missing or not HDF5)")
+    with h5py.File(p, "r") as f:
+        if "reconstruction" not in f:
+            raise FastMRIError(f"{p}: no 'reconstruction' dataset")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        n = f["reconstruction"].shape[0]
+        return Results(
+            reconstruction=f["reconstruction"][()],
+            std=f["std"][()] if "std" in f else np.zeros_like(f["reconstruction"][()]),
+            slice_indices=f["slice_indices"][()] if "slice_indices" in f else np.arange(n),
+            attrs=attrs,
+            draws=f["draws"][()] if "draws" in f else None,
+            quantiles=f["quantiles"][()] if "quantiles" in f else None,
+            quantile_levels=np.asarray(json.loads(attrs["quantile_levels"]))
+            if "quantile_levels" in attrs
+            else None,
+        )

@@ -1,0 +1,197 @@
+"""The command line end to end on a tiny simulated file; every bad input exits 2, writes
+nothing."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from diffrecon.cli import main
+from diffrecon.io.dicom import quantise
+from diffrecon.io.results import read_results
+
+FAST = ["--steps", "3", "--draws", "2", "--quiet"]
+
+
+def test_reconstruct_end_to_end(tmp_path, tiny_kspace_file, tiny_bundle, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "reconstruct",
+            str(tiny_kspace_file),
+            "-o",
+            str(out),
+            "--prior",
+            str(tiny_bundle),
+            "--slices",
+            "1",
+            "--save-draws",
+            "--quantiles",
+            "0.1,0.9",
+            *FAST,
+        ]
+    )
+    assert rc == 0
+    line = capsys.readouterr().out
+    assert "tiny.h5: 1 slice(s)" in line and "PSNR" in line and "zero-filled" in line
+    res = read_results(out / "tiny.h5")
+    assert res.reconstruction.shape == (1, 40, 32) and res.std.shape == (1, 40, 32)
+    assert res.draws.shape == (1, 2, 40, 32) and res.quantiles.shape == (1, 2, 40, 32)
+    assert res.attrs["prior"] == "tiny" and res.attrs["seed"] == 0
+    assert np.isfinite(res.reconstruction).all() and (res.std >= 0).all()
+    # a second run refuses to overwrite, then overwrites when asked
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tiny_kspace_file),
+                "-o",
+                str(out),
+                "--prior",
+                str(tiny_bundle),
+                *FAST,
+            ]
+        )
+        == 2
+    )
+    assert "exists" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tiny_kspace_file),
+                "-o",
+                str(out),
+                "--prior",
+                str(tiny_bundle),
+                "--overwrite",
+                "--slices",
+                "0",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+
+
+def _bad_files(tmp_path, good):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with h5py.File(tmp_path / "nokspace.h5", "w") as f:
+        f.create_dataset("image", data=np.zeros((2, 4, 4)))
+    with h5py.File(tmp_path / "rank.h5", "w") as f:
+        f.create_dataset("kspace", data=np.zeros((4, 4), np.complex64))
+    with h5py.File(good) as src, h5py.File(tmp_path / "nan.h5", "w") as f:
+        k = src["kspace"][()]
+        k[0, 0, 0, 0] = np.nan
+        f.create_dataset("kspace", data=k)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "no such file"),
+        ("text", "not an HDF5 file"),
+        ("nokspace", "no 'kspace' dataset"),
+        ("rank", "kspace must be"),
+        ("nan", "NaN"),
+        ("sampler", "unknown sampler"),
+        ("accel", "impossible"),
+    ],
+)
+def test_bad_input_exit_2_and_nothing_written(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys, case, message
+):
+    d = _bad_files(
+        tmp_path / "in" if (tmp_path / "in").mkdir() is None else tmp_path, tiny_kspace_file
+    )
+    path = {
+        "missing": d / "missing.h5",
+        "text": d / "text.h5",
+        "nokspace": d / "nokspace.h5",
+        "rank": d / "rank.h5",
+        "nan": d / "nan.h5",
+    }.get(case, tiny_kspace_file)
+    extra = {"sampler": ["--sampler", "magic"], "accel": ["--accel", "30"]}.get(case, [])
+    out = tmp_path / "out"
+    rc = main(
+        ["reconstruct", str(path), "-o", str(out), "--prior", str(tiny_bundle), *FAST, *extra]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unknown_prior_is_bad_input(tmp_path, tiny_kspace_file, capsys):
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tiny_kspace_file),
+                "-o",
+                str(tmp_path / "o"),
+                "--prior",
+                "no-such-prior",
+                *FAST,
+            ]
+        )
+        == 2
+    )
+    assert "no prior bundle" in capsys.readouterr().err
+
+
+def test_info(tiny_kspace_file, capsys):
+    assert main(["info", str(tiny_kspace_file)]) == 0
+    out = capsys.readouterr().out
+    assert "kspace" in out and "multicoil: 2 slices" in out and "acquired columns" in out
+
+
+def test_export_dicom_round_trip(tmp_path, tiny_kspace_file, tiny_bundle):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tiny_kspace_file),
+                "-o",
+                str(out),
+                "--prior",
+                str(tiny_bundle),
+                "--save-draws",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    ref = get_testdata_file("MR_small.dcm")
+    dcm_dir = tmp_path / "dicom"
+    assert (
+        main(["export-dicom", str(out / "tiny.h5"), str(dcm_dir), "--reference", ref, "--draws"])
+        == 0
+    )
+    res = read_results(out / "tiny.h5")
+    ref_ds = pydicom.dcmread(ref)
+    series_uids, study_uids = set(), set()
+    for name, vol in (("mean", res.reconstruction), ("std", res.std), ("draw001", res.draws[:, 1])):
+        files = sorted((dcm_dir / name).glob("*.dcm"))
+        assert len(files) == vol.shape[0]
+        for i, fpath in enumerate(files):
+            ds = pydicom.dcmread(fpath)
+            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.InstanceNumber == i + 1
+            assert ds.PatientID == ref_ds.PatientID and ds.PatientName == ref_ds.PatientName
+            values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+            step = float(ds.RescaleSlope)
+            assert np.abs(values - vol[i]).max() <= 0.5 * step + 1e-6 * abs(vol[i]).max()
+            series_uids.add((name, ds.SeriesInstanceUID))
+            study_uids.add(ds.StudyInstanceUID)
+    assert len(study_uids) == 1 and study_uids == {ref_ds.StudyInstanceUID}
+    assert len({uid for _, uid in series_uids}) == 3
+
+
+def test_quantise_constant_image():
+    pix, slope, intercept = quantise(np.full((3, 3), 2.5))
+    assert pix.max() == 0 and intercept == 2.5 and slope == 1.0
