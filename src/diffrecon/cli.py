@@ -8,6 +8,7 @@ line before any work starts, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -301,7 +302,11 @@ def _train_prior(args: argparse.Namespace) -> None:
         source = SlicePatchSampler(args.data, size=args.patch, seed=args.seed)
         dataset = {"source": str(args.data)}
     channels = list(args.channels)
-    arch = {"channels": channels, "attention_levels": [False] * len(channels)}
+    arch = {
+        "channels": channels,
+        "attention_levels": [False] * len(channels),
+        "norm_num_groups": math.gcd(32, *channels),
+    }
     summary = train_prior(
         args.out,
         source.batch,

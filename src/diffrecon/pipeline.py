@@ -97,6 +97,20 @@ def estimate_noise_std(kspace: np.ndarray, mask: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(parts - np.median(parts))))
 
 
+def calibration_width(mask2d: np.ndarray, lo: int = 8, hi: int = 48) -> int:
+    """Side of the largest fully sampled square around the k-space centre (the ACS region),
+    clipped to ``[lo, hi]``: ESPIRiT's calibration width for column and 2-D masks alike."""
+    h, w = mask2d.shape
+    cy, cx = h // 2, w // 2
+    size = 0
+    while size + 2 <= min(h, w):
+        t, left = cy - (size + 2) // 2, cx - (size + 2) // 2
+        if not mask2d[t : t + size + 2, left : left + size + 2].all():
+            break
+        size += 2
+    return max(lo, min(size, hi))
+
+
 def _acs_scale(kspace: np.ndarray, calib: int) -> float:
     """99.5th percentile magnitude of the coil-combined low-resolution (ACS-only) image."""
     from diffrecon.operators.fft import ifft2c
@@ -140,16 +154,8 @@ def reconstruct_slice(
     h, w = k.shape[-2:]
     m2d = mask.expand(h, w) if mask.ndim == 1 else mask
     y = np.where(m2d.numpy(), k, 0).astype(np.complex64)
-    # auto-calibration width: the contiguous sampled block around the center column
     if calib_width is None:
-        cols = m2d.numpy().any(0)
-        c = w // 2
-        lo, hi = c, c
-        while lo > 0 and cols[lo - 1]:
-            lo -= 1
-        while hi < w - 1 and cols[hi + 1]:
-            hi += 1
-        calib_width = max(8, min(hi - lo + 1, 48))
+        calib_width = calibration_width(m2d.numpy())
     scale = _acs_scale(y, calib_width)
     y_s = y / scale
     maps = espirit_maps(y_s, calib_width=calib_width)
