@@ -154,7 +154,6 @@ def _reconstruct(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from diffrecon import __version__
-    from diffrecon.io.fastmri import remove_readout_oversampling
     from diffrecon.io.results import write_results
     from diffrecon.mri.masks import fastmri_seed
     from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
@@ -169,21 +168,11 @@ def _reconstruct(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         f = job.file
         header = f.header
-        crop_to = None
-        if (
-            header is not None
-            and not args.no_crop_readout
-            and header.encoded_size[0] == f.shape[-2]
-            and header.recon_size[0] < f.shape[-2]
-        ):
-            crop_to = header.recon_size[0]
         padding = header.padding if header is not None else None
         results = []
         bar = tqdm(job.slices, desc=job.path.name, unit="slice", disable=args.quiet)
         for idx in bar:
-            k = f.kspace(idx)
-            if crop_to is not None:
-                k = remove_readout_oversampling(k, crop_to)
+            k = f.kspace(idx, crop_readout=not args.no_crop_readout)
             spec = MaskSpec(
                 args.accel, args.center_fraction, args.mask_type, seed=fastmri_seed(job.path.name)
             )

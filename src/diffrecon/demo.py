@@ -32,7 +32,7 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     kfile = simulate_fastmri(out_dir / "demo_kspace.h5", slices=(104,), size=(192, 160))
     f = open_fastmri(kfile)
-    k = f.kspace(0)
+    k = f.kspace(0, crop_readout=True)
     target = f.target(0)
     mask = build_mask(
         MaskSpec(4.0, 0.08, "random", seed=fastmri_seed(kfile.name)),

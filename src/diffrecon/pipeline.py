@@ -83,18 +83,34 @@ def build_mask(
 
 
 def estimate_noise_std(kspace: np.ndarray, mask: np.ndarray) -> float:
-    """Noise std per real component, from sampled points at the readout edges (outer 1/16 of
-    the readout on each side, where the signal has decayed) by the median absolute deviation."""
+    """Noise std per real component of undersampled k-space ``(coils, H, W)``.
+
+    The smaller of two robust (median absolute deviation) estimates, each biased upwards
+    only by signal: sampled k-space points at the readout edges (outer 1/16 per side), and
+    the outer readout rows (1/8 per side) of the zero-filled coil images, divided by the
+    square root of the sampled fraction (zero-filling keeps that share of the noise power).
+    """
+    from diffrecon.operators.fft import ifft2c
+
     h = kspace.shape[-2]
-    edge = max(1, h // 16)
     m = np.broadcast_to(np.asarray(mask, dtype=bool), kspace.shape[-2:])
-    vals = np.concatenate(
-        [kspace[:, :edge][..., m[:edge]].ravel(), kspace[:, -edge:][..., m[-edge:]].ravel()]
+
+    def mad(vals: np.ndarray) -> float:
+        parts = np.concatenate([vals.real.ravel(), vals.imag.ravel()])
+        return float(1.4826 * np.median(np.abs(parts - np.median(parts)))) if parts.size else np.inf
+
+    edge = max(1, h // 16)
+    k_est = mad(
+        np.concatenate(
+            [kspace[:, :edge][..., m[:edge]].ravel(), kspace[:, -edge:][..., m[-edge:]].ravel()]
+        )
     )
-    if vals.size == 0:
-        return 0.0
-    parts = np.concatenate([vals.real, vals.imag])
-    return float(1.4826 * np.median(np.abs(parts - np.median(parts))))
+    coil_imgs = ifft2c(torch.from_numpy(np.ascontiguousarray(kspace))).numpy()
+    rows = max(1, h // 8)
+    img_est = mad(np.concatenate([coil_imgs[:, :rows], coil_imgs[:, -rows:]], axis=1))
+    img_est /= np.sqrt(max(m.mean(), 1e-6))
+    est = min(k_est, img_est)
+    return 0.0 if not np.isfinite(est) else est
 
 
 def calibration_width(mask2d: np.ndarray, lo: int = 8, hi: int = 48) -> int:
@@ -158,7 +174,9 @@ def reconstruct_slice(
         calib_width = calibration_width(m2d.numpy())
     scale = _acs_scale(y, calib_width)
     y_s = y / scale
-    maps = espirit_maps(y_s, calib_width=calib_width)
+    # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
+    # not the prior alone, decide them (cropped maps leave them in A's null space)
+    maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
     op = MulticoilMRI(maps, mask)
     sigma = estimate_noise_std(y_s, m2d.numpy()) if noise_std is None else noise_std / scale
     tau = max(sigma, 1e-3)

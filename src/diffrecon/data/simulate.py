@@ -26,29 +26,41 @@ def simulate_fastmri(
     contrast: str = "t2",
     slices: tuple[int, ...] = (100, 104, 108),
     size: tuple[int, int] = (192, 160),
+    readout_oversampling: int = 2,
     coils: int = 8,
     noise_level: float = 0.003,
     seed: int = 0,
     patient_id: str = "MNI152-sim",
 ) -> Path:
-    """Write a fully sampled multicoil fastMRI-format file; returns its path."""
+    """Write a fully sampled multicoil fastMRI-format file; returns its path.
+
+    ``size`` is the recon size (the header's reconSpace); the readout (first axis) is
+    acquired ``readout_oversampling`` times wider, as on scanners and in fastMRI, so
+    k-space is ``(slices, coils, oversampling * H, W)`` and the RSS target is the
+    centre crop to ``size``.
+    """
     import sigpy.mri
 
     if any(not HELDOUT_Z[0] <= z < HELDOUT_Z[1] for z in slices):
         raise ValueError(f"slices must come from the held-out slab {HELDOUT_Z}")
     rng = np.random.default_rng(seed)
     h, w = size
-    maps = sigpy.mri.birdcage_maps((coils, h, w), r=1.3).astype(np.complex64)
+    hk = readout_oversampling * h
+    maps = sigpy.mri.birdcage_maps((coils, hk, w), r=1.3 * readout_oversampling).astype(
+        np.complex64
+    )
     kspace, targets = [], []
     for z in slices:
         mag = center_crop(torch.from_numpy(get_slice(contrast, "axial", z)), (h, w)).numpy()
-        img = mag * np.exp(1j * smooth_phase((h, w), rng))
+        pad = (hk - h) // 2
+        mag = np.pad(mag, ((pad, hk - h - pad), (0, 0)))
+        img = mag * np.exp(1j * smooth_phase((hk, w), rng))
         coil_imgs = torch.from_numpy((maps * img).astype(np.complex64))
         k = fft2c(coil_imgs)
         noise = noise_level * (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape))
         k = k + torch.from_numpy(noise.astype(np.complex64))
         kspace.append(k.numpy())
-        targets.append(rss(ifft2c(k)).numpy())
+        targets.append(center_crop(rss(ifft2c(k)), (h, w)).numpy())
     kspace_arr = np.stack(kspace).astype(np.complex64)
     target_arr = np.stack(targets).astype(np.float32)
     p = Path(path)
@@ -56,7 +68,7 @@ def simulate_fastmri(
     with h5py.File(p, "w") as f:
         f.create_dataset("kspace", data=kspace_arr)
         f.create_dataset("reconstruction_rss", data=target_arr)
-        f.create_dataset("ismrmrd_header", data=header_xml((h, w, 1), (h, w, 1), w // 2, w - 1))
+        f.create_dataset("ismrmrd_header", data=header_xml((hk, w, 1), (h, w, 1), w // 2, w - 1))
         f.attrs["acquisition"] = f"SIM_{contrast.upper()}_MNI152"
         f.attrs["max"] = float(target_arr.max())
         f.attrs["norm"] = float(np.linalg.norm(target_arr))

@@ -20,7 +20,7 @@ def build_fastmri_slices(
     folder: str | Path, out: str | Path, calib_width: int = 24, skip_edge_slices: int = 0
 ) -> int:
     """Write the coil-combined slices of ``folder/*.h5`` into ``out``; returns the count."""
-    from diffrecon.io.fastmri import open_fastmri, remove_readout_oversampling
+    from diffrecon.io.fastmri import open_fastmri
     from diffrecon.mri.coils import espirit_maps
     from diffrecon.mri.transforms import center_crop
     from diffrecon.operators.fft import ifft2c
@@ -35,9 +35,7 @@ def build_fastmri_slices(
             continue
         rh, rw = f.recon_size
         for i in range(skip_edge_slices, f.num_slices - skip_edge_slices):
-            k = f.kspace(i)
-            if f.header is not None and f.header.encoded_size[0] > rh:
-                k = remove_readout_oversampling(k, rh)
+            k = f.kspace(i, crop_readout=True)
             maps = espirit_maps(k, calib_width=calib_width)
             img = (maps.conj() * ifft2c(torch.from_numpy(k))).sum(0)
             img = center_crop(img, (min(rh, img.shape[0]), min(rw, img.shape[1])))

@@ -101,14 +101,29 @@ class FastMRIFile:
     def num_slices(self) -> int:
         return int(self.shape[0])
 
-    def kspace(self, index: int) -> np.ndarray:
-        """One k-space slice ``(coils, H, W)`` complex64 (single-coil files get ``coils=1``)."""
+    @property
+    def readout_crop(self) -> int | None:
+        """Recon readout size when the header says the readout is oversampled, else None."""
+        h = self.header
+        if (
+            h is not None
+            and h.encoded_size[0] == self.shape[-2]
+            and h.recon_size[0] < self.shape[-2]
+        ):
+            return h.recon_size[0]
+        return None
+
+    def kspace(self, index: int, crop_readout: bool = False) -> np.ndarray:
+        """One k-space slice ``(coils, H, W)`` complex64 (single-coil files get ``coils=1``);
+        with ``crop_readout`` an oversampled readout is cropped to the recon size."""
         with h5py.File(self.path, "r") as f:
             k = np.asarray(f["kspace"][index], dtype=np.complex64)
         if not self.multicoil:
             k = k[None]
         if not np.isfinite(k).all():
             raise FastMRIError(f"{self.path.name}: kspace slice {index} contains NaN or inf")
+        if crop_readout and self.readout_crop is not None:
+            k = remove_readout_oversampling(k, self.readout_crop)
         return k
 
     def target(self, index: int) -> np.ndarray | None:
