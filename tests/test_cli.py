@@ -43,38 +43,10 @@ def test_reconstruct_end_to_end(tmp_path, tiny_kspace_file, tiny_bundle, capsys)
     assert res.attrs["prior"] == "tiny" and res.attrs["seed"] == 0
     assert np.isfinite(res.reconstruction).all() and (res.std >= 0).all()
     # a second run refuses to overwrite, then overwrites when asked
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(tiny_kspace_file),
-                "-o",
-                str(out),
-                "--prior",
-                str(tiny_bundle),
-                *FAST,
-            ]
-        )
-        == 2
-    )
+    again = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
+    assert main([*again, *FAST]) == 2
     assert "exists" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "reconstruct",
-                str(tiny_kspace_file),
-                "-o",
-                str(out),
-                "--prior",
-                str(tiny_bundle),
-                "--overwrite",
-                "--slices",
-                "0",
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert main([*again, "--overwrite", "--slices", "0", *FAST]) == 0
 
 
 def _bad_files(tmp_path, good):

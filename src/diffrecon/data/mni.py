@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffrecon.data.patches import PatchSource
+
 ORIENTATIONS = ("axial", "coronal", "sagittal")
 CONTRASTS = ("t1", "t2", "pd")
 # Held-out axial slab (z indices in the 189-slice template): never used for training.
@@ -100,7 +102,7 @@ def _allowed_rows(orientation: str) -> np.ndarray | None:
 
 
 @dataclass
-class PatchSampler:
+class PatchSampler(PatchSource):
     """Random complex training patches ``(2, size, size)`` from the non-held-out template.
 
     Each patch: random contrast, orientation and slice; intensity scaling and gamma; random
@@ -113,7 +115,7 @@ class PatchSampler:
     min_foreground: float = 0.2
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+        PatchSource.__init__(self, self.seed)
         self.shape = contrast_volumes()["t1"].shape
 
     def _slice_indices(self, orientation: str) -> np.ndarray:
@@ -146,21 +148,8 @@ class PatchSampler:
                 continue
             break
         mag = np.clip(mag, 0, None) ** rng.uniform(0.8, 1.25) * rng.uniform(0.6, 1.0)
-        if rng.random() < 0.5:
-            mag = mag[:, ::-1]
-        mag = np.rot90(mag, k=int(rng.integers(4)))
-        z = mag * np.exp(1j * smooth_phase(mag.shape, rng))
-        return np.stack([z.real, z.imag]).astype(np.float32)
-
-    def batch(self, n: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.patch() for _ in range(n)]))
-
-    def get_state(self) -> dict:
-        """The RNG state (for resumable training)."""
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        mag = self.flip_rotate(mag)
+        return self.channels(mag * np.exp(1j * smooth_phase(mag.shape, rng)))
 
 
 def heldout_slices(

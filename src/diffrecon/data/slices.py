@@ -15,6 +15,8 @@ import h5py
 import numpy as np
 import torch
 
+from diffrecon.data.patches import PatchSource
+
 
 def build_fastmri_slices(
     folder: str | Path, out: str | Path, calib_width: int = 24, skip_edge_slices: int = 0
@@ -55,7 +57,7 @@ def build_fastmri_slices(
     return len(slices)
 
 
-class SlicePatchSampler:
+class SlicePatchSampler(PatchSource):
     """Random patches ``(2, size, size)`` from a slices h5 with flips, rotations and a random
     global phase; resumable through ``get_state``/``set_state``."""
 
@@ -69,7 +71,7 @@ class SlicePatchSampler:
         if self.data.shape[-1] < size or self.data.shape[-2] < size:
             raise ValueError(f"slices {self.data.shape[-2:]} are smaller than the patch {size}")
         self.size = size
-        self.rng = np.random.default_rng(seed)
+        super().__init__(seed)
 
     def patch(self) -> np.ndarray:
         s = self.data[self.rng.integers(len(self.data))]
@@ -80,16 +82,4 @@ class SlicePatchSampler:
             + 1j * s[1, top : top + self.size, left : left + self.size]
         )
         z = z * np.exp(1j * self.rng.uniform(0, 2 * np.pi))
-        if self.rng.random() < 0.5:
-            z = z[:, ::-1]
-        z = np.rot90(z, k=int(self.rng.integers(4)))
-        return np.stack([z.real, z.imag]).astype(np.float32)
-
-    def batch(self, n: int) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.patch() for _ in range(n)]))
-
-    def get_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
+        return self.channels(self.flip_rotate(z))
