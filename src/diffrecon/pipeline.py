@@ -26,6 +26,8 @@ from diffrecon.mri.transforms import center_crop
 from diffrecon.operators.mri import MulticoilMRI
 from diffrecon.samplers.common import StepState
 
+NOISE_FLOOR = 0.01  # in units of the scaled image (99.5th percentile magnitude = 1)
+
 
 @dataclass
 class MaskSpec:
@@ -179,12 +181,9 @@ def reconstruct_slice(
     maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
     op = MulticoilMRI(maps, mask)
     sigma = estimate_noise_std(y_s, m2d.numpy()) if noise_std is None else noise_std / scale
-    tau = max(sigma, 1e-3)
-    if sampler.startswith("daps"):
-        # DAPS's step size scales with the likelihood curvature 1/tau^2 (the paper pairs
-        # lr = 1e-4 with tau = 0.01); SENSE with normalised maps has ||A|| <= 1.
-        hyper.setdefault("tau", max(tau, 0.01))
-        hyper.setdefault("lr", hyper["tau"] ** 2)
+    # a floor at 1% of the image scale: an underestimated noise level would make the
+    # likelihood (and DAPS's Langevin step, which scales with it) needlessly sharp
+    tau = max(sigma, NOISE_FLOOR)
     post = reconstruct(
         torch.from_numpy(y_s)[None],
         op,

@@ -5,7 +5,9 @@ last entry 0); ``x_{t_i}`` -> ``x``; ``x0_hat(x_{t_i})`` -> ``x0_hat`` (probabil
 from ``sigma_{t_i}`` to 0 in ``ode_steps`` Euler steps); ``r_{t_i}`` -> ``sigma`` (the paper's
 choice ``r_t = sigma_t``); ``beta_y`` -> ``tau`` (defaults to ``noise_std``); ``eta_t`` ->
 the Langevin step size, decayed linearly from ``lr`` to ``lr * lr_min_ratio`` over the
-annealing as in the reference code.
+annealing as in the reference code. ``lr`` defaults to ``tau^2``: the paper's 1e-4 at its
+``tau = 0.01``, scaled with the likelihood's curvature ``1 / tau^2`` so the step stays
+stable for an operator with ``||A|| <= 1`` whatever the noise level.
 
 Each level: (1) ODE to an estimate ``x0_hat``; (2) Langevin MCMC on
 ``p(x0 | x_t, y) ∝ N(x0; x0_hat, r_t^2 I) p(y | x0)``; (3) re-noise to the next level.
@@ -57,7 +59,7 @@ def daps(
     ode_steps: int = 5,
     ode_sigma_min: float = 0.01,
     langevin_steps: int = 100,
-    lr: float = 1e-4,
+    lr: float | None = None,
     lr_min_ratio: float = 0.01,
     tau: float | None = None,
 ) -> torch.Tensor:
@@ -70,6 +72,7 @@ def daps(
     tau = noise_std if tau is None else tau
     if not tau > 0:
         raise ValueError("DAPS needs tau > 0 (a noiseless likelihood has no Langevin target)")
+    lr = tau**2 if lr is None else lr
     x = blank_image(operator, y, shape)
     noise = NoiseSource(generator, x)
     nll_grad = likelihood.nll_grad_fn(operator, y, tau)
