@@ -85,7 +85,8 @@ def reconstruct(
     including the schedule (``steps``, ``sigma_min``, ``sigma_max``, ``rho``). Draws run in
     batches of ``batch_size`` (default: up to 16; halved on CUDA out-of-memory); draw ``d``
     uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
-    running summary after each batch (for streaming displays).
+    running summary after each batch (for streaming displays). With ``device``, the
+    operator, ``y`` and a prior that has ``.to`` (learned priors) are moved there.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -105,6 +106,8 @@ def reconstruct(
     dev = torch.device(device) if device is not None else y_t.device
     op = operator.to(dev)
     y_t = y_t.to(dev)
+    if device is not None and callable(getattr(prior, "to", None)):
+        prior.to(dev)  # learned priors hold a network; exact priors follow their input
 
     rng = denoiser_range(prior)
     sched = {k: settings.pop(k) for k in SCHEDULE_KEYS if k in settings}

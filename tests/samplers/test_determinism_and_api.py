@@ -135,3 +135,30 @@ def test_reconstruct_bad_input(problem):
         reconstruct(torch.zeros(1, 1, 4, 4), SuperResolution(2), problem.prior, **FAST)
     with pytest.raises(ValueError, match="unstable"):
         reconstruct(problem.y, *args, sampler="daps", draws=1, **{**FAST, "lr": 1.0})
+
+
+def test_device_moves_priors_that_can_move(problem):
+    moved = []
+
+    class Movable:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def to(self, device):
+            moved.append(str(device))
+            return self
+
+        def __call__(self, x, sigma):
+            return self.inner(x, sigma)
+
+    reconstruct(
+        problem.y,
+        problem.operator,
+        Movable(problem.prior),
+        sampler="daps",
+        draws=1,
+        noise_std=0.05,
+        device="cpu",
+        **FAST,
+    )
+    assert moved == ["cpu"]
