@@ -73,6 +73,7 @@ def _dataset(
     ds.Manufacturer = "diffrecon"
     ds.SoftwareVersions = __version__
     ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.PatientOrientation = ""  # type 2 in the General Image module: present, may be empty
     pix, slope, intercept = quantise(img)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
