@@ -141,7 +141,7 @@ def posterior_check(prior, rows: list, draws: int, steps: int | None) -> None:
             k,
             prior,
             mask,
-            sampler="daps-fast",
+            sampler="daps-mri",
             draws=draws,
             seed=i,
             target=tgt,

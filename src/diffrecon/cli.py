@@ -30,8 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     rec.add_argument(
         "--sampler",
-        default="daps-fast",
-        help="sampler or preset (daps, daps-fast, daps-1k, dps, pigdm, ...)",
+        default="daps-mri",
+        help="sampler or preset (daps-mri, daps, daps-fast, daps-1k, dps, pigdm, ...)",
     )
     rec.add_argument("--draws", type=int, default=8)
     rec.add_argument("--accel", type=float, default=4.0)

@@ -58,7 +58,7 @@ def run_demo(
         k,
         prior,
         mask,
-        sampler="daps-fast",
+        sampler="daps-mri",
         draws=draws,
         seed=0,
         target=target,
@@ -75,7 +75,7 @@ def run_demo(
         [res],
         [0],
         {
-            "sampler": "daps-fast",
+            "sampler": "daps-mri",
             "prior": prior.name,
             "draws": draws,
             "acceleration": 4.0,

@@ -120,7 +120,9 @@ def test_shipped_default_denoises_heldout_slices():
             den = prior(noisy, sigma)
         mse_in = float((noisy - clean).pow(2).mean())
         mse_out = float((den - clean).pow(2).mean())
-        assert mse_out < 0.5 * mse_in, (sigma, mse_in, mse_out)
+        # the shipped prior leaves 6.7% / 4.2% / 2.8% of the noise power at these sigmas;
+        # 20% (a 7 dB gain) is the regression guard
+        assert mse_out < 0.2 * mse_in, (sigma, mse_in, mse_out)
 
 
 def test_training_learns_a_gaussian_denoiser(tmp_path):

@@ -42,6 +42,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "langevin_steps": 50,
         "lr_min_ratio": 0.01,
     },
+    # For multicoil MRI with the default prior (tuned on held-out simulated slices, see
+    # docs/priors.md): a lower final level and a slower step decay than daps-fast.
+    "daps-mri": {
+        "sampler": "daps",
+        "steps": 50,
+        "sigma_min": 0.02,
+        "sigma_max": 80.0,
+        "rho": 7.0,
+        "ode_steps": 2,
+        "langevin_steps": 50,
+        "lr_min_ratio": 0.1,
+    },
     # DPS with the paper's 1000 steps (ancestral), zeta of its FFHQ/ImageNet configs.
     "dps-1k": {
         "sampler": "dps",
