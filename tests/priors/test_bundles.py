@@ -172,3 +172,43 @@ def test_training_learns_a_gaussian_denoiser(tmp_path):
     assert np.isfinite(
         json.loads((tmp_path / "g" / "config.json").read_text())["training"]["final_loss_ema100"]
     )
+
+
+def test_training_resumes_exactly(tmp_path):
+    """4 steps + resume to 6 equals 6 straight steps: model, EMA, optimiser, data and noise
+    RNG states all come back from the checkpoint."""
+    from safetensors.torch import load_file
+
+    from diffrecon.data.patches import PatchSource
+    from diffrecon.priors.train import train_prior
+
+    class Source(PatchSource):
+        def patch(self):
+            return self.channels(self.flip_rotate(self.rng.normal(size=(8, 8)) + 0j))
+
+    arch = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 8}
+
+    def run(folder, steps):
+        src = Source(seed=5)  # on resume, train_prior restores its RNG state from the checkpoint
+        train_prior(
+            folder,
+            src.batch,
+            steps=steps,
+            batch_size=2,
+            arch=arch,
+            progress=False,
+            checkpoint_every=100,
+            data_state=src.get_state,
+            set_data_state=src.set_state,
+        )
+
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        run(tmp_path / "a", 4)
+        run(tmp_path / "a", 6)
+        run(tmp_path / "b", 6)
+    wa = load_file(str(tmp_path / "a" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["training"]["steps_done"] == 6
