@@ -76,21 +76,29 @@ class MulticoilMRI(LinearOperator):
                 )
         super()._check(t, shape, arg)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _coil_fft(self, x: torch.Tensor) -> torch.Tensor:
+        """``F (S_phased x)`` for every coil, before the output phases and the mask."""
         z = to_complex(x)  # (B, H, W)
-        k = torch.fft.fft2(self._like(self._pmaps, z) * z[:, None], norm="ortho")
-        return k * self._like(self._kweights, z)  # = mask * fft2c(S x)
+        return torch.fft.fft2(self._like(self._pmaps, z) * z[:, None], norm="ortho")
+
+    def _coil_combine(self, img: torch.Tensor) -> torch.Tensor:
+        """``sum_c conj(S_phased_c) img_c`` as a 2-channel image."""
+        return to_channels((self._like(self._pmaps_conj, img) * img).sum(dim=1))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self._coil_fft(x)
+        return k * self._like(self._kweights, k)  # = mask * fft2c(S x)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        img = torch.fft.ifft2(y * self._like(self._kweights_conj, y), norm="ortho")
-        return to_channels((self._like(self._pmaps_conj, y) * img).sum(dim=1))
+        return self._coil_combine(
+            torch.fft.ifft2(y * self._like(self._kweights_conj, y), norm="ortho")
+        )
 
     def _normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^H A x = S^H F^H M F S x``: the output phases cancel, the mask applies once."""
-        z = to_complex(x)
-        k = torch.fft.fft2(self._like(self._pmaps, z) * z[:, None], norm="ortho")
-        img = torch.fft.ifft2(k * self._kmask.to(device=k.device, dtype=k.real.dtype), norm="ortho")
-        return to_channels((self._like(self._pmaps_conj, img) * img).sum(dim=1))
+        k = self._coil_fft(x)
+        mask = self._kmask.to(device=k.device, dtype=k.real.dtype)
+        return self._coil_combine(torch.fft.ifft2(k * mask, norm="ortho"))
 
     @property
     def acceleration(self) -> float:
