@@ -16,6 +16,7 @@ from diffrecon.complex import magnitude
 from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
 from diffrecon.samplers.common import StepState
+from diffrecon.samplers.paths import uniform_time_sigmas
 from diffrecon.samplers.registry import SCHEDULE_KEYS, resolve
 from diffrecon.samplers.schedules import clamp_sigmas, karras_sigmas
 from diffrecon.uncertainty.ensemble import Welford
@@ -81,8 +82,9 @@ def reconstruct(
     """Draw ``draws`` posterior samples of the image behind one measurement ``y``.
 
     ``y``: ``(*oshape)`` or ``(1, *oshape)``. ``sampler``: a sampler (``"daps"``, ``"dps"``,
-    ``"pigdm"``) or preset name (``"daps-fast"``...); ``hyper`` overrides preset settings,
-    including the schedule (``steps``, ``sigma_min``, ``sigma_max``, ``rho``). Draws run in
+    ``"pigdm"``, ``"cpigdm"``, ``"zaps"``, ``"stsl"``) or preset name (``"daps-fast"``...);
+    ``hyper`` overrides preset settings, including the schedule (``steps``, ``sigma_min``,
+    ``sigma_max``, ``rho``, ``spacing``). Draws run in
     batches of ``batch_size`` (default: up to 16; halved on CUDA out-of-memory); draw ``d``
     uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
     running summary after each batch (for streaming displays). With ``device``, the
@@ -111,12 +113,12 @@ def reconstruct(
 
     rng = denoiser_range(prior)
     sched = {k: settings.pop(k) for k in SCHEDULE_KEYS if k in settings}
-    sigmas = karras_sigmas(
-        sched.get("steps", 100),
-        sched.get("sigma_min", rng.sigma_min),
-        sched.get("sigma_max", rng.sigma_max),
-        sched.get("rho", 7.0),
-    )
+    spacing = sched.get("spacing", "karras")
+    lo, hi = sched.get("sigma_min", rng.sigma_min), sched.get("sigma_max", rng.sigma_max)
+    if spacing == "karras":
+        sigmas = karras_sigmas(sched.get("steps", 100), lo, hi, sched.get("rho", 7.0))
+    else:  # uniform in a path's own time (conjugate integrators); no final zero
+        sigmas = uniform_time_sigmas(spacing, sched.get("steps", 100), lo, hi)
     sigmas = clamp_sigmas(sigmas, rng.sigma_min, rng.sigma_max)
     gens = draw_generators(seed, draws, dev)
     batch = max(1, min(batch_size or 16, draws))

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--sampler",
         default="daps-mri",
-        help="sampler or preset (daps-mri, daps, daps-fast, daps-1k, dps, pigdm, ...)",
+        help="sampler or preset (daps-mri, daps, daps-fast, daps-1k, zaps, stsl, dps, pigdm, ...)",
     )
     rec.add_argument("--draws", type=int, default=8)
     rec.add_argument("--accel", type=float, default=4.0)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffrecon.priors import GaussianPrior, ScaledDenoiser, VPDenoiser, ddpm_alphas_cumprod
+from diffrecon.priors import (
+    FlowMatchingDenoiser,
+    GaussianPrior,
+    ScaledDenoiser,
+    VPDenoiser,
+    ddpm_alphas_cumprod,
+)
 
 
 def _vp_net(prior, alphas_cumprod, prediction):
@@ -81,3 +87,26 @@ def test_edm_preconditioning_reproduces_the_denoiser_it_was_fit_to():
     x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
     for sigma in (0.01, 0.5, 20.0):
         assert torch.allclose(edm(x, sigma), prior(x, sigma), atol=1e-10)
+
+
+@pytest.mark.parametrize("data_at", ["one", "zero"])
+def test_flow_matching_wrapper_reproduces_the_exact_denoiser(data_at):
+    """The exact velocity of a Gaussian prior (E[v | x_t], built from its posterior mean in
+    the flow's own time) wrapped back must give the prior's denoiser at any sigma."""
+    a = torch.randn(16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    prior = GaussianPrior(torch.full((1, 4, 4), 0.1, dtype=torch.float64), a @ a.T / 16)
+
+    def velocity(xt, t_scaled):
+        t = (t_scaled / 999.0).reshape(-1, 1, 1, 1)
+        w = t if data_at == "one" else 1 - t  # weight of the data in x_t
+        x0 = prior(xt / w, ((1 - w) / w).reshape(-1))
+        # data_at one: v = x1 - z = (x1 - x_t) / (1 - t); zero: v = z - x0 = (x_t - x0) / t
+        return (x0 - xt) / (1 - t) if data_at == "one" else (xt - x0) / t
+
+    den = FlowMatchingDenoiser(velocity, data_at=data_at, time_scale=999.0)
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.05, 1.0, 20.0], dtype=torch.float64)
+    torch.testing.assert_close(den(x, sigma), prior(x, sigma))
+    assert den.sigma_min < 0.01 and den.sigma_max > 100
+    with pytest.raises(ValueError, match="data_at"):
+        FlowMatchingDenoiser(velocity, data_at="half")

@@ -5,6 +5,7 @@ from diffrecon.priors.gaussian import GaussianPrior
 from diffrecon.priors.gmm import GMMPrior
 from diffrecon.priors.wrappers import (
     EDMDenoiser,
+    FlowMatchingDenoiser,
     ScaledDenoiser,
     VPDenoiser,
     ddpm_alphas_cumprod,
@@ -13,6 +14,7 @@ from diffrecon.priors.wrappers import (
 __all__ = [
     "Denoiser",
     "EDMDenoiser",
+    "FlowMatchingDenoiser",
     "GMMPrior",
     "GaussianPrior",
     "ScaledDenoiser",

@@ -1,11 +1,15 @@
 """Posterior samplers: plain functions of (denoiser, operator, y, sigmas, generator)."""
 
 from diffrecon.samplers.common import GaussianNoise, StepState, ancestral_step, randn_like
+from diffrecon.samplers.cpigdm import cpigdm
 from diffrecon.samplers.daps import daps, ode_x0
 from diffrecon.samplers.dps import dps
+from diffrecon.samplers.paths import uniform_time_sigmas
 from diffrecon.samplers.pigdm import pigdm
 from diffrecon.samplers.registry import PRESETS, SAMPLERS, resolve
 from diffrecon.samplers.schedules import clamp_sigmas, geometric_sigmas, karras_sigmas
+from diffrecon.samplers.stsl import stsl
+from diffrecon.samplers.zaps import zaps
 
 __all__ = [
     "PRESETS",
@@ -14,6 +18,7 @@ __all__ = [
     "StepState",
     "ancestral_step",
     "clamp_sigmas",
+    "cpigdm",
     "daps",
     "dps",
     "geometric_sigmas",
@@ -22,4 +27,7 @@ __all__ = [
     "pigdm",
     "randn_like",
     "resolve",
+    "stsl",
+    "uniform_time_sigmas",
+    "zaps",
 ]
