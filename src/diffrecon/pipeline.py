@@ -159,10 +159,14 @@ def reconstruct_slice(
     batch_size: int | None = None,
     calib_width: int | None = None,
     callback: Callable[[StepState], None] | None = None,
-    on_batch: Callable[[Posterior], None] | None = None,
+    on_batch: Callable[[SliceResult], None] | None = None,
     **hyper: Any,
 ) -> SliceResult:
-    """Posterior reconstruction of one slice ``(coils, H, W)`` (already readout-cropped)."""
+    """Posterior reconstruction of one slice ``(coils, H, W)`` (already readout-cropped).
+
+    ``on_batch`` sees the running summary (a :class:`SliceResult` without quantiles or
+    metrics) after each batch of draws, for streaming displays.
+    """
     t0 = time.perf_counter()
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
@@ -184,6 +188,42 @@ def reconstruct_slice(
     # a floor at 1% of the image scale: an underestimated noise level would make the
     # likelihood (and DAPS's Langevin step, which scales with it) needlessly sharp
     tau = max(sigma, NOISE_FLOOR)
+    size = out_size or (h, w)
+    size = (min(size[0], h), min(size[1], w))
+
+    def crop(a: torch.Tensor) -> np.ndarray:
+        return center_crop(a, size).numpy().astype(np.float32)
+
+    zf = crop(magnitude(op.adjoint(torch.from_numpy(y_s)[None]))[0].double() * scale)
+
+    def summarise(post: Posterior, final: bool) -> SliceResult:
+        """Magnitude summaries in file units, cropped (partial ones skip the quantiles)."""
+        mag_std = post.magnitude_std
+        if mag_std is None or post.count < 2:
+            mag_std = torch.zeros_like(post.magnitude_mean)
+        quants = None
+        if final and quantile_levels and post.draws is not None:
+            quants = crop(post.quantiles(quantile_levels, magnitude_of=True) * scale)
+        draws_mag = None
+        if keep_draws and post.draws is not None:
+            draws_mag = crop(magnitude(post.draws).double() * scale)
+        return SliceResult(
+            crop(post.magnitude_mean * scale),
+            crop(mag_std * scale),
+            zf,
+            m2d.numpy(),
+            draws=draws_mag,
+            quantiles=quants,
+            seconds=time.perf_counter() - t0,
+            settings={
+                **post.settings,
+                "draws_done": post.count,
+                "noise_std_estimate": sigma * scale,
+                "intensity_scale": scale,
+                "calib_width": calib_width,
+            },
+        )
+
     post = reconstruct(
         torch.from_numpy(y_s)[None],
         op,
@@ -196,49 +236,15 @@ def reconstruct_slice(
         batch_size=batch_size,
         keep_draws=keep_draws or bool(quantile_levels),
         callback=callback,
-        on_batch=on_batch,
+        on_batch=None if on_batch is None else (lambda p: on_batch(summarise(p, False))),
         **hyper,
     )
-    size = out_size or (h, w)
-    size = (min(size[0], h), min(size[1], w))
-
-    def crop(a: torch.Tensor) -> np.ndarray:
-        return center_crop(a, size).numpy().astype(np.float32)
-
-    mean = crop(post.magnitude_mean * scale)
-    std = crop(
-        (
-            post.magnitude_std
-            if post.magnitude_std is not None
-            else torch.zeros_like(post.magnitude_mean)
-        )
-        * scale
-    )
-    zf = crop(magnitude(op.adjoint(torch.from_numpy(y_s)[None]))[0].double() * scale)
-    draws_mag = crop(magnitude(post.draws).double() * scale) if post.draws is not None else None
-    quants = None
-    if quantile_levels and post.draws is not None:
-        quants = crop(post.quantiles(quantile_levels, magnitude_of=True) * scale)
-    result = SliceResult(
-        mean,
-        std,
-        zf,
-        m2d.numpy(),
-        draws=draws_mag if keep_draws else None,
-        quantiles=quants,
-        seconds=time.perf_counter() - t0,
-        settings={
-            **post.settings,
-            "noise_std_estimate": sigma * scale,
-            "intensity_scale": scale,
-            "calib_width": calib_width,
-        },
-    )
+    result = summarise(post, True)
     if target is not None:
         tgt = center_crop(torch.from_numpy(np.asarray(target, dtype=np.float32)), size).numpy()
         result.metrics = {
-            "psnr": metrics.psnr(tgt[None], mean[None], maxval=float(tgt.max())),
-            "ssim": metrics.ssim(tgt[None], mean[None], maxval=float(tgt.max())),
+            "psnr": metrics.psnr(tgt[None], result.mean[None], maxval=float(tgt.max())),
+            "ssim": metrics.ssim(tgt[None], result.mean[None], maxval=float(tgt.max())),
             "psnr_zero_filled": metrics.psnr(tgt[None], zf[None], maxval=float(tgt.max())),
             "ssim_zero_filled": metrics.ssim(tgt[None], zf[None], maxval=float(tgt.max())),
         }

@@ -1,0 +1,163 @@
+"""The dock widget: controls -> ``_core.Request`` -> ``_core.stream`` in a thread_worker.
+
+Kept thin on purpose: every decision (mask seed, readout crop, prior, sampler call) is the
+CLI's, made in ``_core.run``; here values are read, events are shown.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from magicgui import widgets
+from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from diffrecon_napari import _core
+
+
+class ReconstructWidget(QWidget):
+    """Choose k-space, slice, mask, prior, sampler; run; watch mean/std fill in."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._cancel = threading.Event()
+        self.source = widgets.ComboBox(label="k-space layer", choices=self._kspace_layers)
+        self.file = widgets.FileEdit(label="or file", filter="*.h5", value="")
+        self.slice = widgets.SpinBox(label="slice", min=0, max=10_000, value=0)
+        self.mask_kind = widgets.ComboBox(label="mask", choices=["random", "equispaced", "file"])
+        self.accel = widgets.FloatSpinBox(label="acceleration", min=1.0, max=32.0, value=4.0)
+        self.center = widgets.FloatSpinBox(
+            label="center fraction", min=0.0, max=1.0, step=0.01, value=0.08
+        )
+        self.prior = widgets.LineEdit(label="prior (name or bundle)", value="brain-mri-default")
+        self.sampler = widgets.ComboBox(label="sampler", choices=list(_core.SAMPLERS))
+        self.steps = widgets.SpinBox(label="steps (0: preset)", min=0, max=5000, value=0)
+        self.draws = widgets.SpinBox(label="draws", min=1, max=1024, value=8)
+        self.batch = widgets.SpinBox(label="draws per update", min=1, max=256, value=2)
+        self.seed = widgets.SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
+        self.device = widgets.ComboBox(label="device", choices=_devices())
+        self.keep = widgets.CheckBox(label="keep draws", value=False)
+        self.run_button = widgets.PushButton(text="Reconstruct")
+        self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
+        self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
+        self.info = widgets.Label(value="")
+        self.form = widgets.Container(
+            widgets=[
+                self.source,
+                self.file,
+                self.slice,
+                self.mask_kind,
+                self.accel,
+                self.center,
+                self.prior,
+                self.sampler,
+                self.steps,
+                self.draws,
+                self.batch,
+                self.seed,
+                self.device,
+                self.keep,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.info,
+            ]
+        )
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(lambda _: self.source.reset_choices())
+        self.viewer.layers.events.removed.connect(lambda _: self.source.reset_choices())
+        layout = QVBoxLayout()
+        layout.addWidget(self.form.native)
+        self.setLayout(layout)
+
+    # -- values -> request ---------------------------------------------------------------
+    def _kspace_layers(self, _widget: Any = None) -> list[str]:
+        return [
+            layer.name
+            for layer in self.viewer.layers
+            if layer.metadata.get(_core.META, {}).get("kind") in ("kspace", "zero_filled")
+        ]
+
+    def request(self) -> _core.Request:
+        """The request the current values describe (a chosen file wins over a layer)."""
+        path = str(self.file.value) if str(self.file.value) not in ("", ".") else ""
+        if not path and self.source.value:
+            path = self.viewer.layers[self.source.value].metadata[_core.META]["path"]
+        if not path:
+            raise ValueError("open a k-space file or choose one")
+        return _core.Request(
+            path=path,
+            slice_index=self.slice.value,
+            acceleration=self.accel.value,
+            center_fraction=self.center.value,
+            mask_kind=self.mask_kind.value,
+            prior=self.prior.value,
+            sampler=self.sampler.value,
+            steps=self.steps.value,
+            draws=self.draws.value,
+            batch_size=self.batch.value,
+            seed=self.seed.value,
+            device=self.device.value,
+            keep_draws=self.keep.value,
+        )
+
+    # -- running -------------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            req = self.request()
+            req.check()
+        except ValueError as exc:
+            self.info.value = f"error: {exc}"
+            return
+        self._cancel = threading.Event()
+        self._request = req
+        self.progress.max, self.progress.value = 1, 0
+        self.info.value = "running..."
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = thread_worker(_core.stream, start_thread=False)(req, self._cancel)
+        self.worker.yielded.connect(self._on_event)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.info.value = "cancelling..."
+
+    def _on_event(self, event: tuple[str, Any]) -> None:
+        kind, value = event
+        if kind == "step":
+            i, n = value
+            self.progress.max, self.progress.value = max(n, 1), i
+        elif kind in ("batch", "done"):
+            self._show(value, final=kind == "done")
+        elif kind == "cancelled":
+            self.info.value = "cancelled"
+
+    def _show(self, result: Any, final: bool) -> None:
+        for data, kwargs, _ in _core.result_layers(result, self._request, final):
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                layer.data = data
+                layer.metadata = kwargs["metadata"]
+                layer.contrast_limits = (float(data.min()), float(data.max()) or 1.0)
+            else:
+                self.viewer.add_image(data, **kwargs)
+        self.info.value = _core.summary_text(result) + ("" if final else " (running)")
+
+    def _on_error(self, exc: Exception) -> None:
+        self.info.value = f"error: {exc}"
+
+    def _on_finished(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+
+def _devices() -> list[str]:
+    import torch
+
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]

@@ -1,0 +1,128 @@
+"""The plugin's Qt-free core: readers, the request -> CLI call, streaming, cancel, writers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pydicom
+import pytest
+
+from diffrecon.io.results import read_results
+from diffrecon_napari import _core, _io
+
+
+def _request(path, bundle, **kw):
+    base = dict(
+        path=str(path),
+        slice_index=1,
+        prior=str(bundle),
+        sampler="daps-fast",
+        steps=2,
+        draws=4,
+        batch_size=2,
+        seed=0,
+    )
+    return _core.Request(**{**base, **kw})
+
+
+def test_reader_gives_logk_and_zero_filled_with_metadata(tiny_kspace_file):
+    reader = _io.get_reader(str(tiny_kspace_file))
+    assert reader is not None
+    layers = reader(str(tiny_kspace_file))
+    (logk, kk, tk), (zf, kz, tz) = layers
+    assert tk == tz == "image"
+    assert logk.shape[0] == zf.shape[0] == 2 and np.isfinite(logk).all()
+    assert kk["metadata"]["diffrecon"]["kind"] == "kspace"
+    assert kz["metadata"]["diffrecon"]["path"] == str(tiny_kspace_file)
+    assert zf.min() >= 0 and zf.max() > 0
+    assert _io.get_reader("nothing.txt") is None
+
+
+def test_run_is_the_cli_call(tiny_kspace_file, tiny_bundle):
+    """Same file, slice, mask and sampler settings as `diffrecon reconstruct`: same mean."""
+    from diffrecon.cli import main
+
+    req = _request(tiny_kspace_file, tiny_bundle)
+    res = _core.run(req)
+    out = tiny_kspace_file.parent / "cli_out"
+    main(
+        [
+            "reconstruct",
+            str(tiny_kspace_file),
+            "-o",
+            str(out),
+            "--prior",
+            str(tiny_bundle),
+            "--sampler",
+            "daps-fast",
+            "--steps",
+            "2",
+            "--draws",
+            "4",
+            "--batch-size",
+            "2",
+            "--slices",
+            "1",
+            "--quiet",
+        ]
+    )
+    cli = read_results(next(out.glob("*.h5")))
+    np.testing.assert_allclose(res.mean, cli.reconstruction[0], rtol=1e-5, atol=1e-6)
+    assert "psnr" in res.metrics
+
+
+def test_stream_yields_steps_batches_then_done(tiny_kspace_file, tiny_bundle):
+    events = list(_core.stream(_request(tiny_kspace_file, tiny_bundle), threading.Event()))
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and "step" in kinds
+    batches = [v for k, v in events if k == "batch"]
+    assert [b.settings["draws_done"] for b in batches] == [2, 4]  # streams as draws arrive
+    np.testing.assert_allclose(batches[-1].mean, events[-1][1].mean)
+    layers = _core.result_layers(events[-1][1], _request(tiny_kspace_file, tiny_bundle), True)
+    assert [kw["name"] for _, kw, _ in layers] == ["mean", "std", "|error|"]
+    assert "PSNR" in _core.summary_text(events[-1][1])
+
+
+def test_cancel_stops_at_the_next_step(tiny_kspace_file, tiny_bundle):
+    cancel = threading.Event()
+    kinds = []
+    for kind, _ in _core.stream(_request(tiny_kspace_file, tiny_bundle, draws=8), cancel):
+        kinds.append(kind)
+        if kind == "step":
+            cancel.set()
+    assert kinds[-1] == "cancelled" and "done" not in kinds
+
+
+def test_bad_requests_fail_clearly(tiny_kspace_file, tiny_bundle, tmp_path):
+    with pytest.raises(ValueError, match="no k-space file"):
+        _core.run(_request(tmp_path / "missing.h5", tiny_bundle))
+    with pytest.raises(ValueError, match="slice 9"):
+        _core.run(_request(tiny_kspace_file, tiny_bundle, slice_index=9))
+    with pytest.raises(ValueError, match="select the 'mean' and 'std'"):
+        _core.write_h5(str(tmp_path / "x.h5"), [(np.zeros((4, 4)), {"metadata": {}}, "image")])
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_writers_round_trip_h5_and_dicom(tiny_kspace_file, tiny_bundle, tmp_path):
+    req = _request(tiny_kspace_file, tiny_bundle, keep_draws=True)
+    res = _core.run(req)
+    layers = _core.result_layers(res, req, True)
+    [h5] = _io.write_h5(str(tmp_path / "rec.h5"), layers)
+    back = read_results(h5)
+    np.testing.assert_allclose(back.reconstruction[0], res.mean, rtol=1e-6)
+    np.testing.assert_allclose(back.std[0], res.std, rtol=1e-6)
+    assert back.draws.shape[1] == 4 and back.slice_indices.tolist() == [1]
+    # the reader opens result files as mean/std layers
+    names = [kw["name"] for _, kw, _ in _io.get_reader(h5)(h5)]
+    assert names == ["rec mean", "rec std"]
+    files = _io.write_dicom(str(tmp_path / "series.dcm"), layers)
+    assert files and all(p.endswith(".dcm") for p in files)
+    series = {pydicom.dcmread(p).SeriesDescription for p in files}
+    assert len(series) >= 2
+    one = [p for p in files if "mean" in pydicom.dcmread(p).SeriesDescription.lower()][0]
+    dcm_layers = _io.get_reader(one)(one)
+    assert dcm_layers[0][0].shape[-2:] == res.mean.shape
+    np.testing.assert_allclose(
+        dcm_layers[0][0][0], res.mean, rtol=0.01, atol=0.01 * float(res.mean.max())
+    )
