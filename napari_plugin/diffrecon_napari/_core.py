@@ -209,11 +209,12 @@ class Request:
 
 
 def run(request: Request, on_step=None, on_batch=None) -> Any:
-    """Reconstruct one slice exactly as ``diffrecon reconstruct`` does (same mask seed,
-    readout crop, prior loading and pipeline call); returns the final ``SliceResult``."""
+    """Reconstruct one slice with the CLI's own call (``pipeline.reconstruct_file_slice``:
+    same readout crop, mask seed from the file name and prior loading); returns the final
+    ``SliceResult``."""
     from diffrecon.io.fastmri import open_fastmri
     from diffrecon.mri.masks import fastmri_seed
-    from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
+    from diffrecon.pipeline import MaskSpec, reconstruct_file_slice
     from diffrecon.priors.bundles import load
 
     request.check()
@@ -221,28 +222,23 @@ def run(request: Request, on_step=None, on_batch=None) -> Any:
     f = open_fastmri(path)
     if not 0 <= request.slice_index < f.num_slices:
         raise ValueError(f"slice {request.slice_index} outside 0..{f.num_slices - 1}")
-    k = f.kspace(request.slice_index, crop_readout=True)
-    padding = f.header.padding if f.header is not None else None
     spec = MaskSpec(
         request.acceleration,
         request.center_fraction,
         request.mask_kind,
         seed=fastmri_seed(path.name),
     )
-    mask = build_mask(spec, k.shape[-2:], f.mask, padding)
-    prior = load(request.prior, device=request.device)
     hyper = dict(request.extra)
     if request.steps > 0:
         hyper["steps"] = request.steps
-    return reconstruct_slice(
-        k,
-        prior,
-        mask,
+    return reconstruct_file_slice(
+        f,
+        request.slice_index,
+        spec,
+        load(request.prior, device=request.device),
         sampler=request.sampler,
         draws=request.draws,
         seed=request.seed,
-        out_size=f.recon_size,
-        target=f.target(request.slice_index),
         keep_draws=request.keep_draws,
         device=request.device,
         batch_size=request.batch_size,

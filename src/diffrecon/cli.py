@@ -156,7 +156,7 @@ def _reconstruct(args: argparse.Namespace) -> None:
     from diffrecon import __version__
     from diffrecon.io.results import write_results
     from diffrecon.mri.masks import fastmri_seed
-    from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
+    from diffrecon.pipeline import MaskSpec, reconstruct_file_slice
 
     jobs, prior = _plan(args)
     levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
@@ -167,32 +167,28 @@ def _reconstruct(args: argparse.Namespace) -> None:
     for job in jobs:
         t0 = time.perf_counter()
         f = job.file
-        header = f.header
-        padding = header.padding if header is not None else None
         results = []
         bar = tqdm(job.slices, desc=job.path.name, unit="slice", disable=args.quiet)
+        spec = MaskSpec(
+            args.accel, args.center_fraction, args.mask_type, seed=fastmri_seed(job.path.name)
+        )
         for idx in bar:
-            k = f.kspace(idx, crop_readout=not args.no_crop_readout)
-            spec = MaskSpec(
-                args.accel, args.center_fraction, args.mask_type, seed=fastmri_seed(job.path.name)
-            )
-            mask = build_mask(spec, k.shape[-2:], f.mask, padding)
             steps_bar = tqdm(desc=f"slice {idx}", unit="step", leave=False, disable=args.quiet)
 
             def tick(state, steps_bar=steps_bar):
                 steps_bar.total = state.n
                 steps_bar.update(1)
 
-            res = reconstruct_slice(
-                k,
+            res = reconstruct_file_slice(
+                f,
+                idx,
+                spec,
                 prior,
-                mask,
+                crop_readout=not args.no_crop_readout,
                 sampler=args.sampler,
                 draws=args.draws,
                 seed=args.seed,
                 noise_std=args.noise_std,
-                out_size=f.recon_size,
-                target=f.target(idx),
                 quantile_levels=levels,
                 keep_draws=args.save_draws,
                 device=args.device,

@@ -249,3 +249,24 @@ def reconstruct_slice(
             "ssim_zero_filled": metrics.ssim(tgt[None], zf[None], maxval=float(tgt.max())),
         }
     return result
+
+
+def reconstruct_file_slice(
+    file: Any,
+    index: int,
+    spec: MaskSpec,
+    prior: Any,
+    *,
+    crop_readout: bool = True,
+    **kwargs: Any,
+) -> SliceResult:
+    """One slice of an open fastMRI file, as ``diffrecon reconstruct`` does it: readout
+    crop, the mask of ``spec`` (or the file's own) outside the zero-padded columns, the
+    header's recon size and the file's target for the metrics. ``kwargs`` go to
+    :func:`reconstruct_slice` (sampler, draws, seed, callbacks...)."""
+    k = file.kspace(index, crop_readout=crop_readout)
+    padding = file.header.padding if file.header is not None else None
+    mask = build_mask(spec, k.shape[-2:], file.mask, padding)
+    return reconstruct_slice(
+        k, prior, mask, out_size=file.recon_size, target=file.target(index), **kwargs
+    )
