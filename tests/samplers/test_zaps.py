@@ -29,10 +29,9 @@ def test_fitting_moves_the_parameters_and_lowers_the_loss(problem):
     )
     assert len(params.losses) == 15
     assert params.losses[-1] < 0.5 * params.losses[0]
-    assert float((params.log_zeta - 0.0).abs().max()) > 0.05  # zeta started at 1
-    sd2 = 0.5**2  # GaussianPrior's sigma_data is the mean prior std; h changed from its init
-    assert float(params.h.std(dim=(2, 3, 4)).max()) > 0  # no longer constant per step
-    assert params.h.shape == (4, 10, 2, 16, 16) and sd2 > 0
+    assert float(params.log_zeta.abs().max()) > 0.05  # zeta started at 1 (log 0)
+    assert params.h.shape == (4, 10, 2, 16, 16)
+    assert float(params.h.std(dim=(2, 3, 4)).max()) > 0  # started constant per step
 
 
 def test_each_draw_is_independent_of_its_batch(problem):
@@ -67,7 +66,7 @@ def test_fitted_sampler_improves_on_its_initial_weights(problem):
             f"ZAPS 10 steps, {epochs} epochs: residual {resid:.3f}, zRMS {out[epochs][1]:.3f},"
             f" std ratio {out[epochs][2]:.2f}"
         )
-    # measured: residual 2.87 -> 0.82, zRMS 3.3 -> 2.3 (ZAPS is a fast approximate sampler,
+    # measured: residual 4.03 -> 1.06, zRMS 3.27 -> 2.12 (ZAPS is a fast approximate sampler,
     # not an exact one: DPS with 200 steps reaches zRMS 0.65 here)
     assert out[20][0] < 0.5 * out[0][0]
     assert out[20][1] < out[0][1]

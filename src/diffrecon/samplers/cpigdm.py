@@ -91,7 +91,7 @@ def coefficients(
     def c1(t: float) -> float:
         return lam * t - math.log(p.a(t))
 
-    # c2 on a fine grid per interval would re-integrate from 0 each call; cache by time
+    # with noise c2 is itself a quadrature from 0: memoise it (the rates revisit times)
     c2_cache: dict[float, float] = {}
 
     def c2c(t: float) -> float:
