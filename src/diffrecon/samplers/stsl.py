@@ -70,14 +70,20 @@ def rademacher_like(x: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
 
 
 def hutchinson_trace(
-    fn, x: torch.Tensor, probes: list[torch.Tensor], fd_step: float | None = None
+    fn,
+    x: torch.Tensor,
+    probes: list[torch.Tensor],
+    fd_step: float | None = None,
+    base: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``tr(d fn / dx)`` per batch item, averaged over ``probes`` (Rademacher vectors):
     ``v^T J v`` with ``J v`` by a finite difference of step ``fd_step`` (relative to the
-    item's RMS; exact for linear ``fn``) or, with ``fd_step=None``, by forward-mode autograd."""
+    item's RMS; exact for linear ``fn``) or, with ``fd_step=None``, by forward-mode autograd.
+    ``base`` is ``fn(x)`` when the caller already has it (saves one evaluation)."""
     dims = tuple(range(1, x.ndim))
     out = x.new_zeros(x.shape[0])
-    base = fn(x) if fd_step is not None else None
+    if fd_step is not None and base is None:
+        base = fn(x)
     for v in probes:
         if fd_step is None:
             _, jv = torch.func.jvp(fn, (x,), (v,))
@@ -138,7 +144,7 @@ def stsl(
                 x0 = denoiser(xg, sig)
                 r = operator(decode(x0)) - y
                 data = r.abs().pow(2).sum(dims).sqrt()
-                trace = hutchinson_trace(lambda v, s=sig: denoiser(v, s), xg, vs, fd_step)
+                trace = hutchinson_trace(lambda v, s=sig: denoiser(v, s), xg, vs, fd_step, x0)
                 loss = data + eta * sigma**2 * trace
                 (grad,) = torch.autograd.grad(loss.sum(), xg)
             # a step of lr in the paper's VP coordinates x / sqrt(1 + sigma^2)
