@@ -156,9 +156,10 @@ class FlowMatchingDenoiser:
         if not 0 < lo < hi < 1:
             raise ValueError(f"t_range must satisfy 0 < lo < hi < 1, got {t_range}")
         self.velocity, self.data_at, self.time_scale = velocity, data_at, float(time_scale)
-        self.sigma_min, self.sigma_max = lo / (1 - lo), hi / (1 - hi)
-        if data_at == "one":
+        if data_at == "one":  # sigma = (1 - t) / t falls as t grows
             self.sigma_min, self.sigma_max = (1 - hi) / hi, (1 - lo) / lo
+        else:  # sigma = t / (1 - t)
+            self.sigma_min, self.sigma_max = lo / (1 - lo), hi / (1 - hi)
         self.sigma_data = sigma_data
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:

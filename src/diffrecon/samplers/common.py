@@ -147,6 +147,13 @@ def blank_image(operator: Operator, y: torch.Tensor, shape: tuple[int, ...] | No
     return torch.zeros((y.shape[0], *shape), dtype=dtype, device=y.device)
 
 
+def vp_step_scale(sigma: float, sigma_next: float) -> float:
+    """Factor carrying a guidance step taken in VP coordinates (``x / sqrt(1 + sigma^2)``)
+    between levels ``sigma`` and ``sigma_next`` to VE ones: DPS's ``zeta`` keeps the
+    paper's meaning."""
+    return math.sqrt((1 + sigma**2) * (1 + sigma_next**2))
+
+
 def ancestral_step(
     x: torch.Tensor,
     x0: torch.Tensor,

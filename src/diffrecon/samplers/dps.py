@@ -14,8 +14,6 @@ denoiser: each step costs one forward and one backward pass.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from diffrecon.operators.base import Operator
@@ -28,6 +26,7 @@ from diffrecon.samplers.common import (
     StepState,
     ancestral_step,
     blank_image,
+    vp_step_scale,
 )
 
 
@@ -61,8 +60,7 @@ def dps(
             (grad,) = torch.autograd.grad(dist.sum(), xg)
         x0_hat = x0_hat.detach()
         x_next = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
-        vp_to_ve = math.sqrt((1 + sigma**2) * (1 + sigma_next**2))
-        x = x_next - zeta * vp_to_ve * grad
+        x = x_next - zeta * vp_step_scale(sigma, sigma_next) * grad
         if callback is not None:
             callback(StepState(i, n, sigma_next, x, x0_hat, i + 1))
     return x.detach()

@@ -120,11 +120,7 @@ def stsl(
     if autoencoder is not None and shape is None:
         raise ValueError("a latent prior needs shape= (the latent shape)")
     decode = autoencoder.decode if autoencoder is not None else (lambda z: z)
-    x = (
-        blank_image(operator, y, shape)
-        if autoencoder is None
-        else y.real.new_zeros((y.shape[0], *shape))
-    )
+    x = blank_image(operator, y, shape)  # the latent shape for latent priors
     noise = NoiseSource(generator, x)
     levels = sigmas.tolist()
     start = _pseudo_inverse(operator, y, cg_iters)

@@ -38,6 +38,7 @@ from diffrecon.samplers.common import (
     StepState,
     ancestral_step,
     blank_image,
+    vp_step_scale,
 )
 from diffrecon.wavelets import DWT2
 
@@ -92,9 +93,8 @@ def unroll(
             jac_diag = 1.0 + sigma**2 * params.h[:, i]
             jv = dwt.inverse(jac_diag * dwt(v))
             x_next = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
-            vp_to_ve = math.sqrt((1 + sigma**2) * (1 + sigma_next**2))
             zeta = params.log_zeta[:, i].exp().reshape(-1, *([1] * (x.ndim - 1)))
-            x = x_next - zeta * vp_to_ve * jv
+            x = x_next - zeta * vp_step_scale(sigma, sigma_next) * jv
         if callback is not None:
             callback(StepState(i, n, sigma_next, x.detach(), x0_hat.detach(), i + 1))
     return x
