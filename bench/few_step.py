@@ -16,7 +16,6 @@ noiseless guidance on multicoil MRI. Writes ``bench/results/few_step.csv`` and
 from __future__ import annotations
 
 import argparse
-import csv
 import resource
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import sigpy.mri
 import torch
+from _results import write_csv
 
 from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
@@ -265,16 +265,6 @@ def plot(summary: list) -> None:
     fig.savefig(IMG / "few_step.png", dpi=110)
 
 
-def _csv(path: Path, rows: list) -> None:
-    fields = sorted(
-        {k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99
-    )
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2)
@@ -283,13 +273,12 @@ def main() -> None:
     rows: list = []
     mem: list = []
     memory_rows(mem)
-    _csv(RESULTS / "few_step_memory.csv", mem)
+    write_csv(RESULTS / "few_step_memory.csv", mem)
     exact_rows(rows)
     learned_rows(rows, args.images)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    _csv(RESULTS / "few_step.csv", rows)
+    write_csv(RESULTS / "few_step.csv", rows)
     summary = summarise(rows)
-    _csv(RESULTS / "few_step_summary.csv", summary)
+    write_csv(RESULTS / "few_step_summary.csv", summary)
     plot(summary)
     for r in summary:
         print(

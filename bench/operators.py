@@ -8,12 +8,12 @@ Target: the torch operator at least as fast as SigPy on CPU (ratio sigpy/torch >
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 
 import numpy as np
 import sigpy.mri
 import torch
+from _results import write_csv
 
 from diffrecon.mri import cartesian_mask
 from diffrecon.operators import MulticoilMRI
@@ -77,10 +77,7 @@ def main() -> None:
         )
         print(f"{batch:>5} {t_torch:>10.1f} {t_sigpy:>10.1f} {t_sigpy / t_torch:>12.2f}")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ Prints a table and writes CSV (default bench/results/posterior_fidelity.csv).
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
+from _results import write_csv
 
 from diffrecon import reconstruct
 from diffrecon.testing import fidelity, gaussian_mri_problem
@@ -87,11 +87,7 @@ def main() -> None:
             }
         )
         print(f"{label:<26} {nfe:>5} {z:>7.3f} {r:>10.3f} {secs:>8.1f}", flush=True)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.csv, rows)
     print(f"written {args.csv}")
 
 

@@ -14,13 +14,13 @@ Writes bench/results/prior_*.csv and docs/img/prior_*.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
 import pywt
 import torch
+from _results import write_csv
 from scipy.ndimage import gaussian_filter
 
 from diffrecon import metrics
@@ -173,13 +173,6 @@ def posterior_check(prior, rows: list, draws: int, steps: int | None) -> None:
         )
 
 
-def _csv(path: Path, rows: list) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--prior", default="brain-mri-default")
@@ -193,14 +186,14 @@ def main() -> None:
     if "denoise" not in args.skip:
         rows: list = []
         denoising(prior, rows)
-        _csv(RESULTS / "prior_denoising.csv", rows)
+        write_csv(RESULTS / "prior_denoising.csv", rows)
     if "samples" not in args.skip:
         samples_grid(prior, IMG / "prior_samples.png")
         print(f"wrote {IMG / 'prior_samples.png'}")
     if "posterior" not in args.skip:
         rows = []
         posterior_check(prior, rows, args.draws, args.steps)
-        _csv(RESULTS / "prior_posterior_check.csv", rows)
+        write_csv(RESULTS / "prior_posterior_check.csv", rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,19 @@
+"""What the bench scripts share: writing their rows as CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts) with the union of their keys as columns, in first-seen order;
+    a row without a key leaves its cell empty. Creates the parent folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with p.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return p
