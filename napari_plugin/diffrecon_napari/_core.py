@@ -39,34 +39,32 @@ class Cancelled(Exception):
 
 
 # -- reading ---------------------------------------------------------------------------------
-def is_fastmri(path: str | Path) -> bool:
+def h5_kind(path: str | Path) -> str | None:
+    """``"kspace"`` (a fastMRI file), ``"result"`` (a diffrecon result file) or None."""
     import h5py
 
     p = Path(path)
     if p.suffix.lower() not in (".h5", ".hdf5") or not p.is_file():
-        return False
+        return None
     try:
         with h5py.File(p, "r") as f:
-            return "kspace" in f or "reconstruction" in f
+            if "kspace" in f:
+                return "kspace"
+            return "result" if "reconstruction" in f else None
     except OSError:
-        return False
+        return None
 
 
 def read_fastmri_layers(path: str | Path) -> list[LayerData]:
     """k-space as log-magnitude (coil RSS of ``|k|``) and the zero-filled RSS image, one
-    plane per slice; a diffrecon result file gives its mean and std instead."""
-    import h5py
-
-    p = Path(path)
-    with h5py.File(p, "r") as f:
-        if "kspace" not in f:
-            return _result_layers(p)
+    plane per slice."""
     import torch
 
     from diffrecon.io.fastmri import open_fastmri
     from diffrecon.mri.transforms import center_crop, rss
     from diffrecon.operators.fft import ifft2c
 
+    p = Path(path)
     fm = open_fastmri(p)
     logk, zf = [], []
     for i in range(fm.num_slices):
@@ -105,9 +103,11 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
     ]
 
 
-def _result_layers(path: Path) -> list[LayerData]:
+def read_result_layers(path: str | Path) -> list[LayerData]:
+    """A diffrecon result file as its mean (gray) and std (magma) layers."""
     from diffrecon.io.results import read_results
 
+    path = Path(path)
     res = read_results(path)
     meta = {
         "path": str(path),
@@ -115,7 +115,7 @@ def _result_layers(path: Path) -> list[LayerData]:
         "attrs": res.attrs,
         "slice_indices": res.slice_indices.tolist(),
     }
-    out = [
+    return [
         (
             res.reconstruction,
             {
@@ -135,7 +135,6 @@ def _result_layers(path: Path) -> list[LayerData]:
             "image",
         ),
     ]
-    return out
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -405,11 +404,10 @@ def write_dicom(path: str, layers: list[LayerData]) -> list[str]:
     """Write mean/std (and draws) as DICOM series into the folder ``path`` (its suffix
     dropped), through a result file, as ``diffrecon export-dicom`` does."""
     from diffrecon.io.dicom import export_dicom
+    from diffrecon.io.results import write_results
 
     out_dir = Path(path).with_suffix("")
     slices, indices, attrs = _slice_results(layers)  # validate before writing anything
-    from diffrecon.io.results import write_results
-
     with tempfile.TemporaryDirectory() as tmp:
         h5 = write_results(Path(tmp) / "result.h5", slices, indices, attrs)
         files = export_dicom(h5, out_dir, include_draws=slices[0].draws is not None)

@@ -14,8 +14,11 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[_core.LayerData]] 
         if len(path) != 1:
             return None
         path = path[0]
-    if _core.is_fastmri(path):
+    kind = _core.h5_kind(path)
+    if kind == "kspace":
         return _core.read_fastmri_layers
+    if kind == "result":
+        return _core.read_result_layers
     if _core.is_dicom(path):
         return _core.read_dicom_layers
     return None
