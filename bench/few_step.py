@@ -29,7 +29,7 @@ from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
 from diffrecon.mri.masks import cartesian_mask
 from diffrecon.operators import MulticoilMRI, SuperResolution
-from diffrecon.priors.bundles import load
+from diffrecon.priors import load
 from diffrecon.samplers import cpigdm, daps, dps, karras_sigmas, pigdm, stsl, zaps
 from diffrecon.samplers.paths import uniform_time_sigmas
 from diffrecon.testing import fidelity, gaussian_mri_problem
@@ -93,7 +93,7 @@ def methods(noise_std: float, scalar_normal: bool, tuned: dict):
 
 MEMORY_SNIPPET = """
 import resource, sys, torch
-from diffrecon.priors.bundles import load
+from diffrecon.priors import load
 from diffrecon.operators import SuperResolution
 from diffrecon.samplers import dps, karras_sigmas, zaps
 prior, op = load("brain-mri-default"), SuperResolution(4)

@@ -27,12 +27,12 @@ from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
 from diffrecon.data.simulate import simulate_fastmri
 from diffrecon.io.fastmri import open_fastmri
-from diffrecon.mri.baseline import l1_wavelet_recon
-from diffrecon.mri.coils import espirit_maps
-from diffrecon.mri.masks import fastmri_seed
+from diffrecon.mri.baseline import l1_wavelet_baseline
+from diffrecon.mri.masks import MaskSpec
+from diffrecon.mri.preprocess import prepare_slice
 from diffrecon.mri.transforms import center_crop
-from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
-from diffrecon.priors.bundles import load
+from diffrecon.pipeline import reconstruct_prepared
+from diffrecon.priors import load
 from diffrecon.samplers import karras_sigmas
 from diffrecon.samplers.unconditional import sample_prior
 
@@ -132,34 +132,31 @@ def posterior_check(prior, rows: list, draws: int, steps: int | None) -> None:
     print(f"{'slice':>5} {'zf PSNR/SSIM':>15} {'L1 PSNR/SSIM':>15} {'DAPS PSNR/SSIM':>16} {'s':>6}")
     for i in range(f.num_slices):
         k, tgt = f.kspace(i, crop_readout=True), f.target(i)
-        mask = build_mask(
-            MaskSpec(4.0, 0.08, "random", seed=fastmri_seed(f"{kfile.name}{i}")), k.shape[-2:], None
-        )
+        # one mask per slice: seeded by the file name plus the slice number
+        mask = MaskSpec(4.0, 0.08, "random").build(k.shape[-2:], file_name=f"{kfile.name}{i}")
+        prepared = prepare_slice(k, mask)  # the sampler and the L1 baseline share it
         t0 = time.perf_counter()
-        hyper = {} if steps is None else {"steps": steps}
-        res = reconstruct_slice(
-            k,
+        overrides = {} if steps is None else {"steps": steps}
+        res = reconstruct_prepared(
+            prepared,
             prior,
-            mask,
             sampler="daps-mri",
             draws=draws,
             seed=i,
             target=tgt,
             batch_size=draws,
-            **hyper,
+            **overrides,
         )
         secs = time.perf_counter() - t0
-        y = np.where(mask.expand(k.shape[-2:]).numpy(), k, 0)
-        maps = espirit_maps(y, calib_width=res.settings["calib_width"])
-        l1 = l1_wavelet_recon(y, maps, lamda=0.005, max_iter=100, mask=mask)
+        l1 = l1_wavelet_baseline(prepared, lamda=0.005, max_iter=100)
         l1m = center_crop(torch.sqrt(l1[0] ** 2 + l1[1] ** 2), res.mean.shape).numpy()
-        t = tgt[None]
+        l1_scores = metrics.evaluate(center_crop(torch.from_numpy(tgt), res.mean.shape), l1m)
         row = {
             "slice": i,
             "psnr_zf": res.metrics["psnr_zero_filled"],
             "ssim_zf": res.metrics["ssim_zero_filled"],
-            "psnr_l1": metrics.psnr(t, l1m[None], maxval=float(t.max())),
-            "ssim_l1": metrics.ssim(t, l1m[None], maxval=float(t.max())),
+            "psnr_l1": l1_scores["psnr"],
+            "ssim_l1": l1_scores["ssim"],
             "psnr_daps": res.metrics["psnr"],
             "ssim_daps": res.metrics["ssim"],
             "seconds": secs,

@@ -45,7 +45,7 @@ def real_kspace() -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A small random-weight prior bundle: fast enough for end-to-end CLI tests."""
-    from diffrecon.priors.bundles import save_bundle
+    from diffrecon.priors import save_bundle
     from diffrecon.priors.unet import MonaiUNet
 
     arch = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 8}

@@ -1,4 +1,4 @@
-"""The slice pipeline's mask construction and noise estimate."""
+"""The mask spec (the one home of the seed policy) and the noise estimate."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from diffrecon.mri.masks import cartesian_mask, fastmri_seed
+from diffrecon.mri.masks import MaskSpec, cartesian_mask, fastmri_seed
+from diffrecon.mri.preprocess import estimate_noise_std
 from diffrecon.operators.fft import fft2c
-from diffrecon.pipeline import MaskSpec, build_mask, estimate_noise_std
 
 
 def test_build_mask_fastmri_seeding_and_padding():
     spec = MaskSpec(4.0, 0.08, "random", seed=fastmri_seed("file1000001.h5"))
-    m = build_mask(spec, (64, 368), None)
+    m = spec.build((64, 368), None)
     ref = cartesian_mask(368, 4.0, 0.08, seed=fastmri_seed("file1000001.h5")).mask
     assert torch.equal(m, ref)
-    padded = build_mask(spec, (64, 368), None, padding=(10, 350))
+    padded = spec.build((64, 368), None, padding=(10, 350))
     assert not padded[:10].any() and not padded[350:].any()
     assert torch.equal(padded[10:350], ref[10:350])
 
@@ -25,12 +25,12 @@ def test_build_mask_from_file():
     file_mask = np.zeros(32, bool)
     file_mask[::3] = True
     assert torch.equal(
-        build_mask(MaskSpec(kind="file"), (40, 32), file_mask), torch.from_numpy(file_mask)
+        MaskSpec(kind="file").build((40, 32), file_mask), torch.from_numpy(file_mask)
     )
     with pytest.raises(ValueError, match="no 'mask' dataset"):
-        build_mask(MaskSpec(kind="file"), (40, 32), None)
+        MaskSpec(kind="file").build((40, 32), None)
     with pytest.raises(ValueError, match="fits neither"):
-        build_mask(MaskSpec(kind="file"), (40, 32), np.ones(31, bool))
+        MaskSpec(kind="file").build((40, 32), np.ones(31, bool))
 
 
 def test_noise_estimate_on_pure_noise_and_on_a_padded_object():

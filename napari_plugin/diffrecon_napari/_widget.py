@@ -1,7 +1,7 @@
-"""The dock widget: controls -> ``_core.Request`` -> ``_core.stream`` in a thread_worker.
+"""The dock widget: controls -> ``_run.Request`` -> ``_run.stream`` in a thread_worker.
 
 Kept thin on purpose: every decision (mask seed, readout crop, prior, sampler call) is the
-CLI's, made in ``_core.run``; here values are read, events are shown.
+library's ``ReconstructionJob``'s, the CLI's own path; here values are read, events shown.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from magicgui import widgets
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from diffrecon_napari import _core
+from diffrecon_napari import _run
+from diffrecon_napari._layers import META, summary_text
 
 
 class ReconstructWidget(QWidget):
@@ -33,7 +34,7 @@ class ReconstructWidget(QWidget):
             label="center fraction", min=0.0, max=1.0, step=0.01, value=0.08
         )
         self.prior = widgets.LineEdit(label="prior (name or bundle)", value="brain-mri-default")
-        self.sampler = widgets.ComboBox(label="sampler", choices=list(_core.SAMPLERS))
+        self.sampler = widgets.ComboBox(label="sampler", choices=list(_run.SAMPLERS))
         self.steps = widgets.SpinBox(label="steps (0: preset)", min=0, max=5000, value=0)
         self.draws = widgets.SpinBox(label="draws", min=1, max=1024, value=8)
         self.batch = widgets.SpinBox(label="draws per update", min=1, max=256, value=2)
@@ -79,17 +80,17 @@ class ReconstructWidget(QWidget):
         return [
             layer.name
             for layer in self.viewer.layers
-            if layer.metadata.get(_core.META, {}).get("kind") in ("kspace", "zero_filled")
+            if layer.metadata.get(META, {}).get("kind") in ("kspace", "zero_filled")
         ]
 
-    def request(self) -> _core.Request:
+    def request(self) -> _run.Request:
         """The request the current values describe (a chosen file wins over a layer)."""
         path = str(self.file.value) if str(self.file.value) not in ("", ".") else ""
         if not path and self.source.value:
-            path = self.viewer.layers[self.source.value].metadata[_core.META]["path"]
+            path = self.viewer.layers[self.source.value].metadata[META]["path"]
         if not path:
             raise ValueError("open a k-space file or choose one")
-        return _core.Request(
+        return _run.Request(
             path=path,
             slice_index=self.slice.value,
             acceleration=self.accel.value,
@@ -118,7 +119,7 @@ class ReconstructWidget(QWidget):
         self.progress.max, self.progress.value = 1, 0
         self.info.value = "running..."
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.worker = thread_worker(_core.stream, start_thread=False)(req, self._cancel)
+        self.worker = thread_worker(_run.stream, start_thread=False)(req, self._cancel)
         self.worker.yielded.connect(self._on_event)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
@@ -139,7 +140,7 @@ class ReconstructWidget(QWidget):
             self.info.value = "cancelled"
 
     def _show(self, result: Any, final: bool) -> None:
-        for data, kwargs, _ in _core.result_layers(result, self._request, final):
+        for data, kwargs, _ in _run.request_layers(result, self._request, final):
             name = kwargs["name"]
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
@@ -148,7 +149,7 @@ class ReconstructWidget(QWidget):
                 layer.contrast_limits = (float(data.min()), float(data.max()) or 1.0)
             else:
                 self.viewer.add_image(data, **kwargs)
-        self.info.value = _core.summary_text(result) + ("" if final else " (running)")
+        self.info.value = summary_text(result) + ("" if final else " (running)")
 
     def _on_error(self, exc: Exception) -> None:
         self.info.value = f"error: {exc}"

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from diffrecon import __version__
 from diffrecon._checks import as_tensor, check_finite
+from diffrecon._version import __version__
 from diffrecon.complex import magnitude
 from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
 from diffrecon.samplers.common import StepState
-from diffrecon.samplers.paths import uniform_time_sigmas
-from diffrecon.samplers.registry import SCHEDULE_KEYS, resolve
-from diffrecon.samplers.schedules import clamp_sigmas, karras_sigmas
+from diffrecon.samplers.registry import Preset, as_preset
 from diffrecon.uncertainty.ensemble import Welford
 from diffrecon.uncertainty.ensemble import quantiles as _quantiles
+
+
+@dataclass(frozen=True)
+class SamplerRecord:
+    """How a set of draws was made: enough to reproduce it (written into result files)."""
+
+    preset: Preset
+    seed: int
+    draws: int
+    noise_std: float
+    version: str = __version__
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form: sampler function, preset name, flat settings, seed, draws..."""
+        return {
+            "sampler": self.preset.sampler,
+            "preset": self.preset.name,
+            "settings": self.preset.settings(),
+            "seed": self.seed,
+            "draws": self.draws,
+            "noise_std": self.noise_std,
+            "version": self.version,
+        }
 
 
 @dataclass
@@ -29,7 +50,8 @@ class Posterior:
 
     ``mean``/``std`` are pixelwise over channels; for complex (2-channel) images
     ``magnitude_mean``/``magnitude_std`` summarise ``|x|``. ``draws`` is kept unless
-    ``keep_draws=False`` was asked (then quantiles are unavailable).
+    ``keep_draws=False`` was asked (then quantiles are unavailable). ``record`` says how
+    the draws were made.
     """
 
     mean: torch.Tensor
@@ -38,7 +60,7 @@ class Posterior:
     draws: torch.Tensor | None = None
     magnitude_mean: torch.Tensor | None = None
     magnitude_std: torch.Tensor | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    record: SamplerRecord | None = None
     seconds: float = 0.0
 
     def quantiles(self, qs: Sequence[float] = (0.05, 0.5, 0.95), magnitude_of: bool = False):
@@ -66,7 +88,7 @@ def reconstruct(
     y: Any,
     operator: Operator,
     prior: Denoiser,
-    sampler: str = "daps",
+    sampler: str | Preset = "daps",
     draws: int = 16,
     noise_std: float = 0.01,
     seed: int = 0,
@@ -77,14 +99,17 @@ def reconstruct(
     device: str | torch.device | None = None,
     callback: Callable[[StepState], None] | None = None,
     on_batch: Callable[[Posterior], None] | None = None,
-    **hyper: Any,
+    **overrides: Any,
 ) -> Posterior:
     """Draw ``draws`` posterior samples of the image behind one measurement ``y``.
 
     ``y``: ``(*oshape)`` or ``(1, *oshape)``. ``sampler``: a sampler (``"daps"``, ``"dps"``,
-    ``"pigdm"``, ``"cpigdm"``, ``"zaps"``, ``"stsl"``) or preset name (``"daps-fast"``...);
-    ``hyper`` overrides preset settings, including the schedule (``steps``, ``sigma_min``,
-    ``sigma_max``, ``rho``, ``spacing``). Draws run in
+    ``"pigdm"``, ``"cpigdm"``, ``"zaps"``, ``"stsl"``), preset name (``"daps-fast"``...) or a
+    resolved :class:`~diffrecon.samplers.registry.Preset`;
+    ``overrides`` replace preset settings, including the schedule (``steps``, ``sigma_min``,
+    ``sigma_max``, ``rho``, ``spacing``); unknown settings, and problems the sampler cannot
+    run (see :meth:`~diffrecon.samplers.registry.Preset.check`), are refused before any
+    work. Draws run in
     batches of ``batch_size`` (default: up to 16; halved on CUDA out-of-memory); draw ``d``
     uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
     running summary after each batch (for streaming displays). With ``device``, the
@@ -94,7 +119,8 @@ def reconstruct(
         raise ValueError(f"draws must be >= 1, got {draws}")
     if not noise_std >= 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-    fn, settings = resolve(sampler, **hyper)
+    preset = as_preset(sampler, overrides)
+    preset.check(operator, noise_std)
     y_t = check_finite("y", as_tensor("y", y))
     if operator.oshape is not None and y_t.ndim == len(operator.oshape):
         y_t = y_t[None]
@@ -111,36 +137,20 @@ def reconstruct(
     if device is not None and callable(getattr(prior, "to", None)):
         prior.to(dev)  # learned priors hold a network; exact priors follow their input
 
-    rng = denoiser_range(prior)
-    sched = {k: settings.pop(k) for k in SCHEDULE_KEYS if k in settings}
-    spacing = sched.get("spacing", "karras")
-    lo, hi = sched.get("sigma_min", rng.sigma_min), sched.get("sigma_max", rng.sigma_max)
-    if spacing == "karras":
-        sigmas = karras_sigmas(sched.get("steps", 100), lo, hi, sched.get("rho", 7.0))
-    else:  # uniform in a path's own time (conjugate integrators); no final zero
-        sigmas = uniform_time_sigmas(spacing, sched.get("steps", 100), lo, hi)
-    sigmas = clamp_sigmas(sigmas, rng.sigma_min, rng.sigma_max)
+    sigmas = preset.schedule.sigmas(denoiser_range(prior))
     gens = draw_generators(seed, draws, dev)
     batch = max(1, min(batch_size or 16, draws))
 
     stats, mag_stats = Welford(), Welford()
     kept: list[torch.Tensor] = []
     t0 = time.perf_counter()
-    record = {
-        "sampler": fn.__name__,
-        "preset": sampler,
-        "settings": {**sched, **settings},
-        "seed": seed,
-        "draws": draws,
-        "noise_std": noise_std,
-        "version": __version__,
-    }
+    record = SamplerRecord(preset, seed, draws, float(noise_std))
     start = 0
     while start < draws:
         stop = min(start + batch, draws)
         y_rep = y_t.expand(stop - start, *y_t.shape[1:])
         try:
-            x = fn(
+            x = preset.fn(
                 prior,
                 op,
                 y_rep,
@@ -149,7 +159,7 @@ def reconstruct(
                 generator=gens[start:stop],
                 shape=shape,
                 callback=callback,
-                **settings,
+                **preset.hyper,
             )
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
@@ -171,7 +181,7 @@ def reconstruct(
 
 
 def _summary(
-    stats: Welford, mag: Welford, kept: list[torch.Tensor], record: dict[str, Any], t0: float
+    stats: Welford, mag: Welford, kept: list[torch.Tensor], record: SamplerRecord, t0: float
 ) -> Posterior:
     std = stats.std if stats.count > 1 else torch.zeros_like(stats.mean)
     return Posterior(
@@ -181,6 +191,6 @@ def _summary(
         draws=torch.cat(kept) if kept else None,
         magnitude_mean=mag.mean.cpu() if mag.mean is not None else None,
         magnitude_std=(mag.std.cpu() if mag.count > 1 else None) if mag.mean is not None else None,
-        settings=dict(record),
+        record=record,
         seconds=time.perf_counter() - t0,
     )

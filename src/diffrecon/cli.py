@@ -12,11 +12,10 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from diffrecon.samplers.registry import MRI_DEFAULT, offered
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     rec.add_argument(
         "--sampler",
-        default="daps-mri",
-        help="sampler or preset (daps-mri, daps, daps-fast, daps-1k, zaps, stsl, dps, pigdm, ...)",
+        default=MRI_DEFAULT,
+        help=f"sampler or preset: {', '.join(offered(linear=True, scalar_gram=False, noisy=True))}"
+        " (or a sampler name: daps, dps, pigdm, zaps, stsl)",
     )
     rec.add_argument("--draws", type=int, default=8)
     rec.add_argument("--accel", type=float, default=4.0)
@@ -109,123 +109,84 @@ class BadInput(ValueError):
     """Reported as one line with exit code 2."""
 
 
-@dataclass
-class Job:
-    path: Path
-    out: Path
-    file: Any
-    slices: list[int]
+def _jobs(args: argparse.Namespace) -> list[Any]:
+    """One validated job per input, sharing one loaded prior; nothing runs or is written
+    before every input has passed."""
+    from diffrecon.jobs import ReconstructionJob
+    from diffrecon.mri.masks import MaskSpec
+    from diffrecon.priors import load
 
-
-def _plan(args: argparse.Namespace) -> tuple[list[Job], Any]:
-    """Validate every input and build the work list before anything runs or is written."""
-    from diffrecon.io.fastmri import open_fastmri, parse_slices
-    from diffrecon.pipeline import MaskSpec, build_mask
-    from diffrecon.priors.bundles import load
-    from diffrecon.samplers.registry import resolve
-
-    resolve(args.sampler)  # unknown sampler -> ValueError
-    if args.draws < 1:
-        raise BadInput(f"--draws must be >= 1, got {args.draws}")
-    jobs = []
-    seen = set()
+    try:
+        levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
+    except ValueError as err:
+        raise BadInput(f"--quantiles must be numbers like 0.05,0.95, got {args.quantiles}") from err
+    spec = MaskSpec(args.accel, args.center_fraction, args.mask_type)
+    overrides: dict[str, Any] = {} if args.steps is None else {"steps": args.steps}
+    command = "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:]))
+    jobs, seen = [], set()
     for path in args.inputs:
-        f = open_fastmri(path)
-        slices = parse_slices(args.slices, f.num_slices)
-        w = f.shape[-1]
-        spec = MaskSpec(args.accel, args.center_fraction, args.mask_type)
-        build_mask(spec, tuple(f.shape[-2:]), f.mask)  # impossible acceleration -> ValueError
         out = args.out / path.name
         if out in seen:
             raise BadInput(f"two inputs named {path.name} would write the same output")
         seen.add(out)
+        job = ReconstructionJob(
+            path,
+            prior=args.prior,
+            sampler=args.sampler,
+            overrides=overrides,
+            slices=args.slices,
+            mask=spec,
+            draws=args.draws,
+            seed=args.seed,
+            noise_std=args.noise_std,
+            quantile_levels=levels,
+            keep_draws=args.save_draws,
+            device=args.device,
+            batch_size=args.batch_size,
+            crop_readout=not args.no_crop_readout,
+            command=command,
+        )
+        job.check_settings()
         if out.exists() and not args.overwrite:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
-        if w < 8:
-            raise BadInput(f"{path}: only {w} phase-encode columns")
-        # check the first selected slice for NaN before any work starts
-        f.kspace(slices[0])
-        jobs.append(Job(path, out, f, slices))
+        job.check_input()
+        jobs.append(job)
     prior = load(args.prior, device=args.device)
-    return jobs, prior
+    for job in jobs:
+        job.prior = prior
+    return jobs
 
 
 def _reconstruct(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from diffrecon import __version__
     from diffrecon.io.results import write_results
-    from diffrecon.mri.masks import fastmri_seed
-    from diffrecon.pipeline import MaskSpec, reconstruct_file_slice
 
-    jobs, prior = _plan(args)
-    levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
-    if any(not 0 <= q <= 1 for q in levels):
-        raise BadInput(f"--quantiles must lie in [0, 1], got {args.quantiles}")
-    hyper: dict[str, Any] = {} if args.steps is None else {"steps": args.steps}
+    jobs = _jobs(args)
     args.out.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         t0 = time.perf_counter()
-        f = job.file
         results = []
-        bar = tqdm(job.slices, desc=job.path.name, unit="slice", disable=args.quiet)
-        spec = MaskSpec(
-            args.accel, args.center_fraction, args.mask_type, seed=fastmri_seed(job.path.name)
-        )
-        for idx in bar:
+        name = job.input.path.name
+        for idx in tqdm(job.slice_indices, desc=name, unit="slice", disable=args.quiet):
             steps_bar = tqdm(desc=f"slice {idx}", unit="step", leave=False, disable=args.quiet)
 
             def tick(state, steps_bar=steps_bar):
                 steps_bar.total = state.n
                 steps_bar.update(1)
 
-            res = reconstruct_file_slice(
-                f,
-                idx,
-                spec,
-                prior,
-                crop_readout=not args.no_crop_readout,
-                sampler=args.sampler,
-                draws=args.draws,
-                seed=args.seed,
-                noise_std=args.noise_std,
-                quantile_levels=levels,
-                keep_draws=args.save_draws,
-                device=args.device,
-                batch_size=args.batch_size,
-                callback=tick,
-                **hyper,
-            )
+            results.append(job.run_slice(idx, on_step=tick))
             steps_bar.close()
-            results.append(res)
-        settings = results[0].settings
-        attrs = {
-            "sampler": settings.get("sampler"),
-            "preset": args.sampler,
-            "settings": settings.get("settings"),
-            "seed": args.seed,
-            "draws": args.draws,
-            "prior": prior.name,
-            "diffrecon_version": __version__,
-            "acceleration": args.accel,
-            "center_fraction": args.center_fraction,
-            "mask_type": args.mask_type,
-            "input": str(job.path),
-            "patient_id": f.attrs.get("patient_id"),
-            "acquisition": f.attrs.get("acquisition"),
-            "noise_std_estimate": [r.settings["noise_std_estimate"] for r in results],
-            "quantile_levels": list(levels) if levels else None,
-            "command": "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
-        }
-        write_results(job.out, results, job.slices, attrs, overwrite=args.overwrite)
-        msg = f"{job.path.name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
-        if results[0].metrics:
-            m = {k: float(np.mean([r.metrics[k] for r in results])) for k in results[0].metrics}
+        volume = job.volume(results)
+        out = write_results(args.out / name, volume, overwrite=args.overwrite)
+        msg = f"{name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
+        m = volume.mean_metrics()
+        if m:
             msg += (
                 f", PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} (zero-filled "
                 f"{m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
             )
-        print(f"{msg} -> {job.out}")
+        print(f"{msg} -> {out}")
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -335,7 +296,7 @@ def _train_prior(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from diffrecon.io.fastmri import FastMRIError
-    from diffrecon.priors.bundles import PriorLoadError
+    from diffrecon.priors import PriorLoadError
 
     try:
         if args.command == "reconstruct":

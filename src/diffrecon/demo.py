@@ -16,13 +16,12 @@ import torch
 
 from diffrecon import metrics
 from diffrecon.data.simulate import simulate_fastmri
-from diffrecon.io.fastmri import open_fastmri
 from diffrecon.io.results import write_results
-from diffrecon.mri.baseline import l1_wavelet_recon
-from diffrecon.mri.masks import fastmri_seed
+from diffrecon.jobs import ReconstructionJob
+from diffrecon.mri.baseline import l1_wavelet_baseline
+from diffrecon.mri.masks import MaskSpec
 from diffrecon.mri.transforms import center_crop
-from diffrecon.pipeline import MaskSpec, build_mask, reconstruct_slice
-from diffrecon.priors.bundles import load
+from diffrecon.samplers.registry import MRI_DEFAULT
 
 
 def run_demo(
@@ -31,17 +30,21 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the metrics per method."""
     out_dir.mkdir(parents=True, exist_ok=True)
     kfile = simulate_fastmri(out_dir / "demo_kspace.h5", slices=(104,), size=(192, 160))
-    f = open_fastmri(kfile)
-    k = f.kspace(0, crop_readout=True)
-    target = f.target(0)
-    mask = build_mask(
-        MaskSpec(4.0, 0.08, "random", seed=fastmri_seed(kfile.name)),
-        k.shape[-2:],
-        None,
-        f.header.padding if f.header else None,
-    )
-    prior = load("brain-mri-default")
-    hyper = {} if steps is None else {"steps": steps}
+    job = ReconstructionJob(
+        kfile,
+        sampler=MRI_DEFAULT,
+        overrides={} if steps is None else {"steps": steps},
+        slices=[0],
+        mask=MaskSpec(4.0, 0.08, "random"),
+        draws=draws,
+        seed=0,
+        keep_draws=True,
+        batch_size=draws,
+        command="diffrecon demo",
+    ).validate()
+    # one preprocessing (maps, scale, noise) for the sampler and the classical baseline
+    prepared = job.prepare(0)
+    target = job.input.target(0)
     bar = None
     if not quiet:
         from tqdm.auto import tqdm
@@ -54,45 +57,13 @@ def run_demo(
             bar.update(1)
 
     t0 = time.perf_counter()
-    res = reconstruct_slice(
-        k,
-        prior,
-        mask,
-        sampler="daps-mri",
-        draws=draws,
-        seed=0,
-        target=target,
-        keep_draws=True,
-        batch_size=draws,
-        callback=tick,
-        **hyper,
-    )
+    res = job.run_slice(0, on_step=tick, prepared=prepared)
     if bar is not None:
         bar.close()
     t_daps = time.perf_counter() - t0
-    out_h5 = write_results(
-        out_dir / "demo_recon.h5",
-        [res],
-        [0],
-        {
-            "sampler": "daps-mri",
-            "prior": prior.name,
-            "draws": draws,
-            "acceleration": 4.0,
-            "input": str(kfile),
-        },
-        overwrite=True,
-    )
-    # classical baseline on the same undersampled data and ESPIRiT maps
+    out_h5 = write_results(out_dir / "demo_recon.h5", job.volume([res]), overwrite=True)
     t0 = time.perf_counter()
-    m2d = mask.expand(k.shape[-2:]).numpy()
-    y = np.where(m2d, k, 0)
-    from diffrecon.mri.coils import espirit_maps
-
-    maps = espirit_maps(
-        y / res.settings["intensity_scale"], calib_width=res.settings["calib_width"]
-    )
-    l1 = l1_wavelet_recon(y, maps, lamda=0.005, max_iter=100, mask=mask)
+    l1 = l1_wavelet_baseline(prepared, lamda=0.005, max_iter=100)
     l1_mag = center_crop(torch.sqrt(l1[0] ** 2 + l1[1] ** 2), res.mean.shape).numpy()
     t_l1 = time.perf_counter() - t0
     tgt = center_crop(torch.from_numpy(target), res.mean.shape).numpy()
@@ -102,11 +73,7 @@ def run_demo(
         ("L1-wavelet", l1_mag, t_l1),
         (f"DAPS mean ({draws} draws)", res.mean, t_daps),
     ):
-        scores[name] = {
-            "psnr": metrics.psnr(tgt[None], img[None], maxval=float(tgt.max())),
-            "ssim": metrics.ssim(tgt[None], img[None], maxval=float(tgt.max())),
-            "seconds": secs,
-        }
+        scores[name] = {**metrics.evaluate(tgt, img), "seconds": secs}
         print(
             f"{name:<22} PSNR {scores[name]['psnr']:6.2f} dB  SSIM {scores[name]['ssim']:.4f}"
             f"  ({secs:.1f} s)"

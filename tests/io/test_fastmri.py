@@ -13,12 +13,12 @@ from diffrecon.io.fastmri import (
     open_fastmri,
     parse_header,
     parse_slices,
-    remove_readout_oversampling,
 )
+from diffrecon.io.h5 import OutputExistsError
 from diffrecon.io.results import read_results, write_results
-from diffrecon.mri.transforms import center_crop
+from diffrecon.mri.transforms import center_crop, remove_readout_oversampling
 from diffrecon.operators.fft import fft2c, ifft2c
-from diffrecon.pipeline import SliceResult
+from diffrecon.results import SliceResult, VolumeResult
 
 
 def _fastmri_like(path, multicoil=True, slices=3, h=64, w=36, with_mask=False):
@@ -114,8 +114,8 @@ def _results(n=2):
         SliceResult(
             mean=rng.random((8, 6)).astype(np.float32),
             std=rng.random((8, 6)).astype(np.float32),
+            draws_done=3,
             zero_filled=rng.random((8, 6)),
-            mask=np.ones(6, bool),
             draws=rng.random((3, 8, 6)).astype(np.float32),
             quantiles=rng.random((2, 8, 6)).astype(np.float32),
         )
@@ -127,15 +127,17 @@ def test_results_round_trip_and_fastmri_readable(tmp_path):
     res = _results()
     path = write_results(
         tmp_path / "out.h5",
-        res,
-        [3, 5],
-        {
-            "sampler": "daps",
-            "settings": {"steps": 3},
-            "seed": 0,
-            "quantile_levels": [0.1, 0.9],
-            "prior": "tiny",
-        },
+        VolumeResult(
+            res,
+            [3, 5],
+            {
+                "sampler": "daps",
+                "settings": {"steps": 3},
+                "seed": 0,
+                "quantile_levels": [0.1, 0.9],
+                "prior": "tiny",
+            },
+        ),
     )
     back = read_results(path)
     assert np.array_equal(back.reconstruction, np.stack([r.mean for r in res]))
@@ -149,10 +151,10 @@ def test_results_round_trip_and_fastmri_readable(tmp_path):
 
 def test_existing_output_is_kept_and_interrupted_writes_leave_nothing(tmp_path, monkeypatch):
     path = tmp_path / "out.h5"
-    write_results(path, _results(), [0, 1], {"seed": 0})
+    write_results(path, VolumeResult(_results(), [0, 1], {"seed": 0}))
     before = path.read_bytes()
-    with pytest.raises(FastMRIError, match="exists"):
-        write_results(path, _results(), [0, 1], {"seed": 1})
+    with pytest.raises(OutputExistsError, match="exists"):
+        write_results(path, VolumeResult(_results(), [0, 1], {"seed": 1}))
     assert path.read_bytes() == before
 
     def boom(*a, **k):
@@ -160,5 +162,5 @@ def test_existing_output_is_kept_and_interrupted_writes_leave_nothing(tmp_path, 
 
     monkeypatch.setattr(h5py.Group, "create_dataset", boom)
     with pytest.raises(KeyboardInterrupt):
-        write_results(tmp_path / "new.h5", _results(), [0, 1], {"seed": 0})
+        write_results(tmp_path / "new.h5", VolumeResult(_results(), [0, 1], {"seed": 0}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]

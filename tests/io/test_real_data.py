@@ -8,8 +8,10 @@ from diffrecon.data.real import convert_sigpy_brain
 from diffrecon.io.fastmri import open_fastmri
 from diffrecon.mri.baseline import l1_wavelet_recon
 from diffrecon.mri.coils import espirit_maps
-from diffrecon.pipeline import MaskSpec, build_mask, calibration_width, reconstruct_slice
-from diffrecon.priors.bundles import load
+from diffrecon.mri.masks import MaskSpec
+from diffrecon.mri.preprocess import calibration_width
+from diffrecon.pipeline import reconstruct_slice
+from diffrecon.priors import load
 
 from ..conftest import REAL_KSPACE
 
@@ -20,7 +22,7 @@ def test_convert_and_reconstruct_real_brain(tmp_path, real_kspace):
     assert f.multicoil and f.shape == (1, 8, 230, 180) and f.mask.shape == (230, 180)
     k = f.kspace(0)
     assert np.array_equal(k, real_kspace)
-    mask = build_mask(MaskSpec(kind="file"), k.shape[-2:], f.mask)
+    mask = MaskSpec(kind="file").build(k.shape[-2:], f.mask)
     assert calibration_width(mask.numpy()) == 24  # the acquisition's 24x24 ACS square
     res = reconstruct_slice(
         k, load("brain-mri-default"), mask, sampler="daps-fast", draws=2, steps=4

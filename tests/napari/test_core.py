@@ -1,4 +1,5 @@
-"""The plugin's Qt-free core: readers, the request -> CLI call, streaming, cancel, writers."""
+"""The plugin's Qt-free modules: readers, the request -> the CLI's job, streaming, cancel,
+writers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pydicom
 import pytest
 
 from diffrecon.io.results import read_results
-from diffrecon_napari import _core, _io
+from diffrecon_napari import _io, _layers, _run, _writers
 
 
 def _request(path, bundle, **kw):
@@ -23,7 +24,7 @@ def _request(path, bundle, **kw):
         batch_size=2,
         seed=0,
     )
-    return _core.Request(**{**base, **kw})
+    return _run.Request(**{**base, **kw})
 
 
 def test_reader_gives_logk_and_zero_filled_with_metadata(tiny_kspace_file):
@@ -44,7 +45,7 @@ def test_run_is_the_cli_call(tiny_kspace_file, tiny_bundle):
     from diffrecon.cli import main
 
     req = _request(tiny_kspace_file, tiny_bundle)
-    res = _core.run(req)
+    res = _run.run(req)
     out = tiny_kspace_file.parent / "cli_out"
     main(
         [
@@ -73,21 +74,21 @@ def test_run_is_the_cli_call(tiny_kspace_file, tiny_bundle):
 
 
 def test_stream_yields_steps_batches_then_done(tiny_kspace_file, tiny_bundle):
-    events = list(_core.stream(_request(tiny_kspace_file, tiny_bundle), threading.Event()))
+    events = list(_run.stream(_request(tiny_kspace_file, tiny_bundle), threading.Event()))
     kinds = [k for k, _ in events]
     assert kinds[-1] == "done" and "step" in kinds
     batches = [v for k, v in events if k == "batch"]
-    assert [b.settings["draws_done"] for b in batches] == [2, 4]  # streams as draws arrive
+    assert [b.draws_done for b in batches] == [2, 4]  # streams as draws arrive
     np.testing.assert_allclose(batches[-1].mean, events[-1][1].mean)
-    layers = _core.result_layers(events[-1][1], _request(tiny_kspace_file, tiny_bundle), True)
+    layers = _run.request_layers(events[-1][1], _request(tiny_kspace_file, tiny_bundle), True)
     assert [kw["name"] for _, kw, _ in layers] == ["mean", "std", "|error|"]
-    assert "PSNR" in _core.summary_text(events[-1][1])
+    assert "PSNR" in _layers.summary_text(events[-1][1])
 
 
 def test_cancel_stops_at_the_next_step(tiny_kspace_file, tiny_bundle):
     cancel = threading.Event()
     kinds = []
-    for kind, _ in _core.stream(_request(tiny_kspace_file, tiny_bundle, draws=8), cancel):
+    for kind, _ in _run.stream(_request(tiny_kspace_file, tiny_bundle, draws=8), cancel):
         kinds.append(kind)
         if kind == "step":
             cancel.set()
@@ -96,18 +97,18 @@ def test_cancel_stops_at_the_next_step(tiny_kspace_file, tiny_bundle):
 
 def test_bad_requests_fail_clearly(tiny_kspace_file, tiny_bundle, tmp_path):
     with pytest.raises(ValueError, match="no k-space file"):
-        _core.run(_request(tmp_path / "missing.h5", tiny_bundle))
+        _run.run(_request(tmp_path / "missing.h5", tiny_bundle))
     with pytest.raises(ValueError, match="slice 9"):
-        _core.run(_request(tiny_kspace_file, tiny_bundle, slice_index=9))
+        _run.run(_request(tiny_kspace_file, tiny_bundle, slice_index=9))
     with pytest.raises(ValueError, match="select the 'mean' and 'std'"):
-        _core.write_h5(str(tmp_path / "x.h5"), [(np.zeros((4, 4)), {"metadata": {}}, "image")])
+        _writers.write_h5(str(tmp_path / "x.h5"), [(np.zeros((4, 4)), {"metadata": {}}, "image")])
     assert not (tmp_path / "x.h5").exists()
 
 
 def test_writers_round_trip_h5_and_dicom(tiny_kspace_file, tiny_bundle, tmp_path):
     req = _request(tiny_kspace_file, tiny_bundle, keep_draws=True)
-    res = _core.run(req)
-    layers = _core.result_layers(res, req, True)
+    res = _run.run(req)
+    layers = _run.request_layers(res, req, True)
     [h5] = _io.write_h5(str(tmp_path / "rec.h5"), layers)
     back = read_results(h5)
     np.testing.assert_allclose(back.reconstruction[0], res.mean, rtol=1e-6)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffrecon.priors.bundles import (
+from diffrecon.priors import (
     PriorLoadError,
     available,
     from_module,
     load,
     load_monai_ddpm,
-    load_state_dict,
 )
+from diffrecon.priors.bundles import load_state_dict
 
 
 def test_round_trip_same_outputs(tiny_bundle):

@@ -87,7 +87,7 @@ def test_reconstruct_summaries(problem):
     mags = post.draws.double().pow(2).sum(1).sqrt()
     assert torch.allclose(post.magnitude_mean, mags.mean(0))
     assert post.quantiles([0.1, 0.9]).shape == (2, 2, 8, 8)
-    assert post.settings["sampler"] == "daps" and post.settings["seed"] == 0
+    assert post.record.preset.sampler == "daps" and post.record.seed == 0
     lean = reconstruct(
         problem.y,
         problem.operator,
@@ -179,6 +179,6 @@ def test_seed_samplers_are_batch_independent_through_reconstruct(problem, sample
     a = reconstruct(*args, sampler=sampler, draws=3, noise_std=noise, seed=3, batch_size=3, **kw)
     b = reconstruct(*args, sampler=sampler, draws=3, noise_std=noise, seed=3, batch_size=1, **kw)
     torch.testing.assert_close(a.draws, b.draws, rtol=1e-6, atol=1e-8)
-    assert a.settings["sampler"] in ("cpigdm", "zaps", "stsl") and torch.isfinite(a.mean).all()
+    assert a.record.preset.sampler in ("cpigdm", "zaps", "stsl") and torch.isfinite(a.mean).all()
     if sampler.startswith("cpig"):
-        assert a.settings["settings"]["spacing"] in ("vp", "rf")
+        assert a.record.preset.schedule.spacing in ("vp", "rf")

@@ -1,4 +1,5 @@
-"""DICOM export of result files: one Secondary Capture series per map (mean, std, draws).
+"""DICOM: export of result files (one Secondary Capture series per map: mean, std, draws)
+and reading a series back.
 
 Pixels are uint16 with ``RescaleSlope``/``RescaleIntercept`` so a viewer shows the stored
 float values (within half a quantisation step). Study/series/instance UIDs are consistent
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from diffrecon import __version__
+from diffrecon._version import __version__
 from diffrecon.io.results import read_results
 
 SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
@@ -138,3 +140,41 @@ def export_dicom(
             ds.save_as(str(path), enforce_file_format=True)
             written.append(path)
     return written
+
+
+def is_dicom(path: str | Path) -> bool:
+    """A ``.dcm`` file, or a folder holding some."""
+    p = Path(path)
+    if p.is_dir():
+        return any(q.suffix.lower() == ".dcm" for q in p.iterdir())
+    return p.suffix.lower() == ".dcm" and p.is_file()
+
+
+def read_dicom_series(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """A DICOM series (a folder of ``.dcm`` files, or one file and the files of its series
+    beside it) stacked by InstanceNumber in rescaled units, and a little metadata."""
+    import pydicom
+
+    p = Path(path)
+    files = sorted(p.glob("*.dcm")) if p.is_dir() else [p]
+    if not p.is_dir():
+        series = pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID
+        files = [
+            q
+            for q in sorted(p.parent.glob("*.dcm"))
+            if pydicom.dcmread(q, stop_before_pixels=True).SeriesInstanceUID == series
+        ]
+    dss = sorted((pydicom.dcmread(q) for q in files), key=lambda d: int(d.InstanceNumber))
+    planes = [
+        d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1.0))
+        + float(getattr(d, "RescaleIntercept", 0.0))
+        for d in dss
+    ]
+    first = dss[0]
+    meta = {
+        "path": str(p),
+        "SeriesDescription": str(getattr(first, "SeriesDescription", "")),
+        "SeriesInstanceUID": str(first.SeriesInstanceUID),
+        "instances": len(dss),
+    }
+    return np.stack(planes), meta

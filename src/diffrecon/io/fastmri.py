@@ -1,4 +1,4 @@
-"""fastMRI HDF5 files: lazy reading, header geometry, undersampling, results fastMRI reads.
+"""fastMRI HDF5 files: validation, lazy reading, header geometry, slice selection.
 
 Layout (as the dataset defines it): ``kspace`` complex64 ``(slices, coils, H, W)`` (multicoil)
 or ``(slices, H, W)`` (single-coil); optional ``mask`` ``(W,)`` (test files; diffrecon also
@@ -123,6 +123,8 @@ class FastMRIFile:
         if not np.isfinite(k).all():
             raise FastMRIError(f"{self.path.name}: kspace slice {index} contains NaN or inf")
         if crop_readout and self.readout_crop is not None:
+            from diffrecon.mri.transforms import remove_readout_oversampling
+
             k = remove_readout_oversampling(k, self.readout_crop)
         return k
 
@@ -181,48 +183,3 @@ def parse_slices(spec: str | None, n: int) -> list[int]:
     if bad or not idx:
         raise FastMRIError(f"slice selection {spec!r} is outside the file's {n} slices")
     return idx
-
-
-def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
-    """Crop the readout (axis -2) to ``size`` in image space and return to k-space."""
-    import torch
-
-    from diffrecon.mri.transforms import center_crop
-    from diffrecon.operators.fft import fft2c, ifft2c
-
-    k = torch.from_numpy(kspace)
-    img = ifft2c(k)
-    img = center_crop(img, (size, img.shape[-1]))
-    return fft2c(img).numpy().astype(np.complex64)
-
-
-def write_atomic_h5(
-    path: Path,
-    datasets: dict[str, np.ndarray],
-    attrs: dict[str, Any],
-    compress: tuple[str, ...] = ("draws",),
-    overwrite: bool = False,
-) -> Path:
-    """Write an h5 file through a temporary name renamed at the end: an interrupted write
-    leaves no output, and an existing file is kept unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FastMRIError(f"{path} exists: pass --overwrite to replace it")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, arr in datasets.items():
-                if name in compress:
-                    chunks = (1,) * (arr.ndim - 2) + tuple(arr.shape[-2:])
-                    f.create_dataset(
-                        name, data=arr, chunks=chunks, compression="gzip", compression_opts=4
-                    )
-                else:
-                    f.create_dataset(name, data=arr)
-            for k, v in attrs.items():
-                f.attrs[k] = v
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

@@ -2,8 +2,9 @@
 
 ``reconstruction`` (slices, H, W) float32 posterior-mean magnitude; ``std`` the posterior std
 of the magnitude; optional ``draws`` (slices, n, H, W, gzip, chunked per image) and
-``quantiles`` (slices, q, H, W) with attribute ``levels``; ``slice_indices``; file attributes
-with the sampler, its settings (JSON), seed, prior name and version.
+``quantiles`` (slices, q, H, W) with attribute ``quantile_levels``; ``slice_indices``; file
+attributes with the sampler, its settings (JSON), seed, prior name and version (see
+:meth:`diffrecon.jobs.ReconstructionJob.attrs`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from diffrecon.io.fastmri import FastMRIError, write_atomic_h5
+from diffrecon.io.h5 import write_atomic_h5
+from diffrecon.results import VolumeResult
+
+
+class ResultFileError(ValueError):
+    """A file that is not a usable diffrecon result file; the message names the problem."""
 
 
 @dataclass
 class Results:
+    """A result file as read back."""
+
     reconstruction: np.ndarray
     std: np.ndarray
     slice_indices: np.ndarray
@@ -30,18 +38,13 @@ class Results:
     quantile_levels: np.ndarray | None = None
 
 
-def write_results(
-    path: str | Path,
-    slices: list[Any],
-    slice_indices: list[int],
-    attrs: dict[str, Any],
-    overwrite: bool = False,
-) -> Path:
-    """Write the :class:`~diffrecon.pipeline.SliceResult` list of one input file."""
+def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = False) -> Path:
+    """Write one input's :class:`~diffrecon.results.VolumeResult` (atomically)."""
+    slices = volume.slices
     data: dict[str, np.ndarray] = {
         "reconstruction": np.stack([s.mean for s in slices]).astype(np.float32),
         "std": np.stack([s.std for s in slices]).astype(np.float32),
-        "slice_indices": np.asarray(slice_indices, dtype=np.int32),
+        "slice_indices": np.asarray(volume.slice_indices, dtype=np.int32),
     }
     if all(s.draws is not None for s in slices):
         data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
@@ -49,7 +52,7 @@ def write_results(
         data["quantiles"] = np.stack([s.quantiles for s in slices]).astype(np.float32)
     flat = {
         k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v)
-        for k, v in attrs.items()
+        for k, v in volume.attrs.items()
         if v is not None
     }
     return write_atomic_h5(Path(path), data, flat, overwrite=overwrite)
@@ -59,10 +62,10 @@ def read_results(path: str | Path) -> Results:
     """Read a result file written by :func:`write_results`."""
     p = Path(path)
     if not p.exists() or not h5py.is_hdf5(p):
-        raise FastMRIError(f"{p}: not a diffrecon result file (missing or not HDF5)")
+        raise ResultFileError(f"{p}: not a diffrecon result file (missing or not HDF5)")
     with h5py.File(p, "r") as f:
         if "reconstruction" not in f:
-            raise FastMRIError(f"{p}: no 'reconstruction' dataset")
+            raise ResultFileError(f"{p}: no 'reconstruction' dataset")
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         n = f["reconstruction"].shape[0]
         return Results(

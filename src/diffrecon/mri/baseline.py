@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from diffrecon._checks import as_tensor, check_finite, check_ndim
+from diffrecon.mri.coils import espirit_maps
+from diffrecon.mri.preprocess import PreparedSlice
 
 
 def l1_wavelet_recon(
@@ -51,3 +53,20 @@ def l1_wavelet_recon(
     ).run()
     img = np.asarray(img)
     return torch.from_numpy(np.stack([img.real, img.imag]).astype(np.float32))
+
+
+def l1_wavelet_baseline(
+    prepared: PreparedSlice, lamda: float = 0.005, max_iter: int = 100, crop: float = 0.95
+) -> torch.Tensor:
+    """:func:`l1_wavelet_recon` of a :class:`~diffrecon.mri.preprocess.PreparedSlice`: the
+    data, mask, scale and calibration region the sampler sees; ``(2, H, W)`` in file units.
+
+    ``crop``: ESPIRiT's support threshold for the baseline's maps. The default 0.95 is
+    SigPy's (what a SigPy user gets: the L1 term shrinks the unsupported background to
+    zero); ``crop=0`` reuses the sampler's uncropped maps.
+    """
+    maps = prepared.maps
+    if crop > 0:
+        maps = espirit_maps(prepared.y[0], calib_width=prepared.calib_width, crop=crop)
+    img = l1_wavelet_recon(prepared.y[0], maps, lamda=lamda, max_iter=max_iter, mask=prepared.mask)
+    return img * prepared.scale

@@ -110,3 +110,58 @@ def poisson_disc_mask(
         raise ValueError(f"shape must be (H, W), got {shape}")
     mask = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, seed=seed, dtype=np.complex64)
     return torch.from_numpy(np.abs(mask) > 0)
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """How to undersample a slice: a fastMRI column mask, or ``kind="file"`` for the file's own.
+
+    The seed policy lives here and nowhere else: an explicit ``seed`` wins; without one, a
+    mask built for a named file is seeded by the file name as fastMRI does
+    (:func:`fastmri_seed`), so every slice of a file, and every run, gets the same mask.
+    """
+
+    acceleration: float = 4.0
+    center_fraction: float = 0.08
+    kind: str = "random"  # random | equispaced | file
+    seed: int | tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("random", "equispaced", "file"):
+            raise ValueError(f"mask type must be random, equispaced or file, got {self.kind!r}")
+
+    def seed_for(self, file_name: str | None) -> int | tuple[int, ...] | None:
+        """The seed a mask for ``file_name`` is drawn with."""
+        if self.seed is not None or file_name is None:
+            return self.seed
+        return fastmri_seed(file_name)
+
+    def build(
+        self,
+        shape: tuple[int, int],
+        file_mask: np.ndarray | None = None,
+        padding: tuple[int, int] | None = None,
+        file_name: str | None = None,
+    ) -> torch.Tensor:
+        """Boolean mask ``(W,)`` or ``(H, W)`` for k-space of ``shape``; columns outside the
+        acquired ``padding`` range are never sampled (fastMRI zero-pads them)."""
+        h, w = shape
+        if self.kind == "file":
+            if file_mask is None:
+                raise ValueError("--mask-type file: the file has no 'mask' dataset")
+            m = torch.from_numpy(np.asarray(file_mask, dtype=bool))
+            if m.shape not in ((w,), (h, w)):
+                raise ValueError(f"the file's mask {tuple(m.shape)} fits neither (W,) nor (H, W)")
+            return m
+        m = cartesian_mask(
+            w,
+            self.acceleration,
+            self.center_fraction,
+            kind=self.kind,  # type: ignore[arg-type]
+            seed=self.seed_for(file_name),
+        ).mask
+        if padding is not None:
+            m = m.clone()
+            m[: padding[0]] = False
+            m[padding[1] :] = False
+        return m

@@ -1,7 +1,9 @@
-"""Small MRI image transforms with fastMRI's conventions: RSS coil combination, center crop."""
+"""Small MRI transforms with fastMRI's conventions: RSS coil combination, center crop,
+readout-oversampling removal."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -18,3 +20,13 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     top = (x.shape[-2] - h) // 2
     left = (x.shape[-1] - w) // 2
     return x[..., top : top + h, left : left + w]
+
+
+def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
+    """Crop the readout (axis -2) of k-space ``(..., H, W)`` to ``size`` in image space and
+    return to k-space (the 2x readout oversampling of raw fastMRI data)."""
+    from diffrecon.operators.fft import fft2c, ifft2c
+
+    img = ifft2c(torch.from_numpy(kspace))
+    img = center_crop(img, (size, img.shape[-1]))
+    return fft2c(img).numpy().astype(np.complex64)

@@ -1,13 +1,22 @@
-"""Priors as denoisers ``D(x, sigma) = E[x0 | x0 + sigma n]``: exact and learned."""
+"""Priors as denoisers ``D(x, sigma) = E[x0 | x0 + sigma n]``: exact and learned.
+
+``load(name_or_path)`` gives a shipped prior (``available()``) or a bundle folder;
+``from_module``, ``load_monai_ddpm`` and ``load_diffusers_unet`` wrap networks from
+elsewhere.
+"""
 
 from diffrecon.priors.base import Denoiser, SigmaRange, denoiser_range, sigma_batch
+from diffrecon.priors.bundles import available, load, save_bundle
 from diffrecon.priors.gaussian import GaussianPrior
 from diffrecon.priors.gmm import GMMPrior
+from diffrecon.priors.importers import load_diffusers_unet, load_monai_ddpm
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError, from_module
 from diffrecon.priors.wrappers import (
     EDMDenoiser,
     FlowMatchingDenoiser,
     ScaledDenoiser,
     VPDenoiser,
+    X0Denoiser,
     ddpm_alphas_cumprod,
 )
 
@@ -17,10 +26,19 @@ __all__ = [
     "FlowMatchingDenoiser",
     "GMMPrior",
     "GaussianPrior",
+    "LearnedPrior",
+    "PriorLoadError",
     "ScaledDenoiser",
     "SigmaRange",
     "VPDenoiser",
+    "X0Denoiser",
+    "available",
     "ddpm_alphas_cumprod",
     "denoiser_range",
+    "from_module",
+    "load",
+    "load_diffusers_unet",
+    "load_monai_ddpm",
+    "save_bundle",
     "sigma_batch",
 ]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrecon import __version__
+from diffrecon._version import __version__
 from diffrecon.priors.bundles import save_bundle
 from diffrecon.priors.unet import DEFAULT_ARCH, MonaiUNet
 from diffrecon.priors.wrappers import EDMDenoiser

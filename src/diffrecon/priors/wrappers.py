@@ -8,7 +8,7 @@ Variance-preserving diffusion (DDPM) uses ``z_t = sqrt(a_t) x0 + sqrt(1 - a_t) e
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -174,3 +174,15 @@ class FlowMatchingDenoiser:
         t = 1 - data_weight
         v = self.velocity(xt, (t.reshape(-1) * self.time_scale).to(x.dtype))
         return xt - t * v
+
+
+class X0Denoiser:
+    """A network that predicts ``x0`` directly from ``(x, sigma)`` in the package's own VE
+    convention: ``D(x, sigma) = net(x, sigma)``, with the trained range declared."""
+
+    def __init__(self, net: Any, sigma_data: float, sigma_min: float, sigma_max: float) -> None:
+        self.net = net
+        self.sigma_data, self.sigma_min, self.sigma_max = sigma_data, sigma_min, sigma_max
+
+    def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        return self.net(x, sigma_batch(sigma, x))

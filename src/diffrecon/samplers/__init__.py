@@ -1,9 +1,10 @@
 """Posterior samplers: plain functions of (denoiser, operator, y, sigmas, generator)."""
 
-from diffrecon.samplers.common import GaussianNoise, StepState, ancestral_step, randn_like
+from diffrecon.samplers.common import StepState, ancestral_step, randn_like
 from diffrecon.samplers.cpigdm import cpigdm
 from diffrecon.samplers.daps import daps, ode_x0
 from diffrecon.samplers.dps import dps
+from diffrecon.samplers.likelihood import GaussianLikelihood, misfit, misfit_grad
 from diffrecon.samplers.paths import uniform_time_sigmas
 from diffrecon.samplers.pigdm import pigdm
 from diffrecon.samplers.registry import PRESETS, SAMPLERS, resolve
@@ -14,7 +15,7 @@ from diffrecon.samplers.zaps import zaps
 __all__ = [
     "PRESETS",
     "SAMPLERS",
-    "GaussianNoise",
+    "GaussianLikelihood",
     "StepState",
     "ancestral_step",
     "clamp_sigmas",
@@ -23,6 +24,8 @@ __all__ = [
     "dps",
     "geometric_sigmas",
     "karras_sigmas",
+    "misfit",
+    "misfit_grad",
     "ode_x0",
     "pigdm",
     "randn_like",

@@ -1,4 +1,4 @@
-"""What every sampler shares: the step record, the noise model, per-draw randomness."""
+"""What every sampler shares: the step record, per-draw randomness, the update steps."""
 
 from __future__ import annotations
 
@@ -84,53 +84,6 @@ class NoiseSource:
         out = self._buf[self._pos]
         self._pos += 1
         return out
-
-
-class GaussianNoise:
-    """``y = A(x) + n`` with i.i.d. Gaussian ``n`` of standard deviation ``std`` per real
-    component (complex noise has ``E|n|^2 = 2 std^2``)."""
-
-    def __init__(self, std: float) -> None:
-        if not std >= 0:
-            raise ValueError(f"noise_std must be >= 0, got {std}")
-        self.std = float(std)
-
-    def residual(self, operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return operator(x) - y
-
-    def sq_norm(self, r: torch.Tensor) -> torch.Tensor:
-        """Per-item ``||r||^2`` (both parts of a complex residual)."""
-        a = r.abs() ** 2 if r.is_complex() else r**2
-        return a.reshape(a.shape[0], -1).sum(1)
-
-    def nll_grad(
-        self, operator: Operator, x: torch.Tensor, y: torch.Tensor, tau: float | None = None
-    ) -> torch.Tensor:
-        """Gradient in ``x`` of ``||A(x) - y||^2 / (2 tau^2)`` (``tau`` defaults to ``std``)."""
-        return self.nll_grad_fn(operator, y, tau)(x)
-
-    def nll_grad_fn(
-        self, operator: Operator, y: torch.Tensor, tau: float | None = None
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x -> grad ||A(x) - y||^2 / (2 tau^2)`` for repeated use with one ``y``.
-
-        Linear operators use ``(A^H A x - A^H y) / tau^2`` with ``A^H y`` computed once: the
-        residual then lives in image space, not in the (often much larger) measurement space.
-        """
-        tau = self.std if tau is None else tau
-        if operator.is_linear:
-            aty = operator.adjoint(y)  # type: ignore[attr-defined]
-            normal = operator.N  # type: ignore[attr-defined]
-            return lambda x: (normal(x) - aty) / tau**2
-        return lambda x: operator.vjp(x, self.residual(operator, x, y)) / tau**2
-
-    def sample(self, clean: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """Add noise to a clean measurement."""
-        if clean.is_complex():
-            re = randn_like(clean.real, generator)
-            im = randn_like(clean.real, generator)
-            return clean + self.std * torch.complex(re, im)
-        return clean + self.std * randn_like(clean, generator)
 
 
 def bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -21,14 +21,8 @@ import torch
 
 from diffrecon.operators.base import Operator
 from diffrecon.priors.base import Denoiser, sigma_batch
-from diffrecon.samplers.common import (
-    Callback,
-    GaussianNoise,
-    Generators,
-    NoiseSource,
-    StepState,
-    blank_image,
-)
+from diffrecon.samplers.common import Callback, Generators, NoiseSource, StepState, blank_image
+from diffrecon.samplers.likelihood import GaussianLikelihood
 from diffrecon.samplers.schedules import karras_sigmas
 
 
@@ -68,14 +62,16 @@ def daps(
     ``sigmas``: annealing levels, decreasing, ending with 0 (see ``karras_sigmas``).
     ``shape``: image shape, needed only when ``operator.ishape`` has free sizes.
     """
-    likelihood = GaussianNoise(noise_std)
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     tau = noise_std if tau is None else tau
     if not tau > 0:
         raise ValueError("DAPS needs tau > 0 (a noiseless likelihood has no Langevin target)")
+    likelihood = GaussianLikelihood(tau)
     lr = tau**2 if lr is None else lr
     x = blank_image(operator, y, shape)
     noise = NoiseSource(generator, x)
-    nll_grad = likelihood.nll_grad_fn(operator, y, tau)
+    nll_grad = likelihood.nll_grad_fn(operator, y)
     x = float(sigmas[0]) * noise()
     levels = sigmas.tolist()
     n = len(levels) - 1

@@ -20,7 +20,6 @@ from diffrecon.operators.base import Operator
 from diffrecon.priors.base import Denoiser, sigma_batch
 from diffrecon.samplers.common import (
     Callback,
-    GaussianNoise,
     Generators,
     NoiseSource,
     StepState,
@@ -28,6 +27,7 @@ from diffrecon.samplers.common import (
     blank_image,
     vp_step_scale,
 )
+from diffrecon.samplers.likelihood import misfit
 
 
 def dps(
@@ -45,7 +45,6 @@ def dps(
 ) -> torch.Tensor:
     """One DPS draw per item of ``y``. ``noise_std`` is unused by the update (DPS's step size
     absorbs it) and accepted for a uniform signature."""
-    likelihood = GaussianNoise(noise_std)
     x = blank_image(operator, y, shape)
     noise = NoiseSource(generator, x)
     x = float(sigmas[0]) * noise()
@@ -56,7 +55,7 @@ def dps(
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0_hat = denoiser(xg, sigma_batch(sigma, xg))
-            dist = likelihood.sq_norm(likelihood.residual(operator, x0_hat, y)).sqrt()
+            dist = misfit(operator, x0_hat, y)
             (grad,) = torch.autograd.grad(dist.sum(), xg)
         x0_hat = x0_hat.detach()
         x_next = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)

@@ -1,18 +1,27 @@
-"""Samplers by name, with presets as plain dicts (a preset is just keyword arguments).
+"""Samplers by name, presets as plain dicts, and what each sampler can run on.
 
-Each preset gives the annealing/timestep schedule (``steps``, ``sigma_min``, ``sigma_max``,
-``rho``) and the sampler's own hyper-parameters; anything can be overridden by keyword.
+A preset is keyword arguments: the schedule (``steps``, ``sigma_min``, ``sigma_max``, ``rho``,
+``spacing``: a :class:`~diffrecon.samplers.schedules.Schedule`), the sampler's own
+hyper-parameters, and ``noise_floor`` (the smallest likelihood noise level the k-space
+pipeline lets the sampler see). :func:`resolve` turns a name plus overrides into a
+:class:`Preset` value and refuses unknown settings; :meth:`Preset.check` refuses a problem
+the sampler cannot run (a nonlinear operator for ΠGDM, noisy data without ``A A^H = c I``
+for C-ΠGDM) before any work starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from diffrecon.operators.base import Operator
 from diffrecon.samplers.cpigdm import cpigdm
 from diffrecon.samplers.daps import daps
 from diffrecon.samplers.dps import dps
 from diffrecon.samplers.pigdm import pigdm
+from diffrecon.samplers.schedules import Schedule
 from diffrecon.samplers.stsl import stsl
 from diffrecon.samplers.zaps import zaps
 
@@ -25,9 +34,76 @@ SAMPLERS: dict[str, Callable[..., Any]] = {
     "stsl": stsl,
 }
 
-# Schedule keys, consumed by api.reconstruct to build `sigmas`; the rest go to the sampler.
-# spacing: "karras" (default) or a path name ("vp", "rf"): uniform in that path's time.
-SCHEDULE_KEYS = ("steps", "sigma_min", "sigma_max", "rho", "spacing")
+# Arguments every sampler takes from reconstruct(), never from a preset.
+CALL_ARGS = ("noise_std", "generator", "shape", "callback")
+NOISE_FLOOR = 0.01  # in units of the scaled image (99.5th percentile magnitude = 1)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sampler can run on, declared once per sampler function."""
+
+    linear_only: bool = False  # needs a linear operator (pseudo-inverse guidance)
+    uses_noise_std: bool = True  # the update reads noise_std (DPS-like steps absorb it)
+    noisy_needs_scalar_gram: bool = False  # noise_std > 0 needs A A^H = c I
+
+    def problem(self, *, linear: bool, scalar_gram: bool, noisy: bool) -> str | None:
+        """Why a problem of this kind cannot run, or ``None`` if it can."""
+        if self.linear_only and not linear:
+            return "needs a linear operator"
+        if self.noisy_needs_scalar_gram and noisy and not scalar_gram:
+            return (
+                "needs A A^H = c I for noisy data (masks, pooling, single-coil MRI); multicoil "
+                "SENSE has no such form"
+            )
+        return None
+
+
+CAPABILITIES: dict[str, Capabilities] = {
+    "daps": Capabilities(),
+    "dps": Capabilities(uses_noise_std=False),
+    "pigdm": Capabilities(linear_only=True),
+    "cpigdm": Capabilities(linear_only=True, noisy_needs_scalar_gram=True),
+    "zaps": Capabilities(uses_noise_std=False),
+    "stsl": Capabilities(uses_noise_std=False),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A resolved sampler setting: the function, its schedule and its own keyword arguments."""
+
+    name: str
+    sampler: str
+    schedule: Schedule
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    noise_floor: float = NOISE_FLOOR
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        return SAMPLERS[self.sampler]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES[self.sampler]
+
+    def check(self, operator: Operator, noise_std: float) -> None:
+        """Refuse an operator / noise level this sampler cannot run, naming why."""
+        scalar_gram = operator.is_linear and (
+            operator._normal_projection_scale() is not None  # type: ignore[attr-defined]
+        )
+        self.check_kind(linear=operator.is_linear, scalar_gram=scalar_gram, noisy=noise_std > 0)
+
+    def check_kind(self, *, linear: bool, scalar_gram: bool, noisy: bool) -> None:
+        """:meth:`check` for a problem described by its properties (before it is built)."""
+        why = self.capabilities.problem(linear=linear, scalar_gram=scalar_gram, noisy=noisy)
+        if why is not None:
+            raise ValueError(f"sampler {self.name!r} ({self.sampler}) {why}")
+
+    def settings(self) -> dict[str, Any]:
+        """Schedule and hyper-parameters as one flat dict (what a result file records)."""
+        return {**self.schedule.as_dict(), **self.hyper}
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DAPS-1K of the paper: 200 annealing levels x 5 ODE steps (1000 NFE), 100 Langevin steps;
@@ -153,15 +229,60 @@ DEFAULT_PRESET = {
     "zaps": "zaps-20",
     "stsl": "stsl-20",
 }
+MRI_DEFAULT = "daps-mri"  # the CLI's, the demo's and the napari widget's first choice
 
 
-def resolve(name: str, **overrides: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """``(sampler function, settings)`` for a sampler or preset name plus overrides."""
-    key = name.lower()
+def _hyper_names(fn: Callable[..., Any]) -> set[str]:
+    params = inspect.signature(fn).parameters.values()
+    return {p.name for p in params if p.kind == p.KEYWORD_ONLY} - set(CALL_ARGS)
+
+
+def resolve(name: str, **overrides: Any) -> Preset:
+    """The :class:`Preset` for a sampler or preset name, with ``overrides`` applied.
+
+    Unknown names and settings the sampler does not take are refused here, before any work.
+    """
+    key = str(name).lower()
     if key in SAMPLERS:
         key = DEFAULT_PRESET[key]
     if key not in PRESETS:
         known = sorted(set(SAMPLERS) | set(PRESETS))
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(known)}")
     settings = {**PRESETS[key], **overrides}
-    return SAMPLERS[settings.pop("sampler")], settings
+    sampler = settings.pop("sampler")
+    floor = float(settings.pop("noise_floor", NOISE_FLOOR))
+    if not floor >= 0:
+        raise ValueError(f"noise_floor must be >= 0, got {floor}")
+    schedule = Schedule(**{k: settings.pop(k) for k in Schedule.keys() if k in settings})
+    unknown = set(settings) - _hyper_names(SAMPLERS[sampler])
+    if unknown:
+        raise ValueError(
+            f"{', '.join(sorted(unknown))}: not a setting of sampler {sampler!r} (it takes "
+            f"{', '.join(sorted(_hyper_names(SAMPLERS[sampler]) | set(Schedule.keys())))})"
+        )
+    return Preset(
+        name=str(name), sampler=sampler, schedule=schedule, hyper=settings, noise_floor=floor
+    )
+
+
+def as_preset(sampler: str | Preset, overrides: Mapping[str, Any]) -> Preset:
+    """A name (resolved with ``overrides``) or an already resolved :class:`Preset`."""
+    if isinstance(sampler, Preset):
+        if overrides:
+            raise ValueError(
+                f"settings {', '.join(sorted(overrides))} given beside a resolved preset: "
+                "pass them to resolve()"
+            )
+        return sampler
+    return resolve(sampler, **overrides)
+
+
+def offered(*, linear: bool, scalar_gram: bool, noisy: bool) -> list[str]:
+    """Preset names that can run a problem of this kind, the MRI default first."""
+    ok = [
+        name
+        for name, p in PRESETS.items()
+        if CAPABILITIES[p["sampler"]].problem(linear=linear, scalar_gram=scalar_gram, noisy=noisy)
+        is None
+    ]
+    return sorted(ok, key=lambda n: n != MRI_DEFAULT)

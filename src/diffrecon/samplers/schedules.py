@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any
+
 import torch
+
+from diffrecon.priors.base import SigmaRange
+from diffrecon.samplers.paths import uniform_time_sigmas
 
 
 def karras_sigmas(
@@ -45,3 +54,60 @@ def geometric_sigmas(
 def clamp_sigmas(sigmas: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """Clamp non-zero levels into a denoiser's trained range (a final 0 stays 0)."""
     return torch.where(sigmas > 0, sigmas.clamp(sigma_min, sigma_max), sigmas)
+
+
+SPACINGS = ("karras", "vp", "rf")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A sampler's noise levels as a value: how many, over which range, spaced how.
+
+    ``spacing``: ``"karras"`` (EDM's rho-spacing, final 0 appended) or a path name (``"vp"``,
+    ``"rf"``: uniform in that path's own time, no final 0, as the conjugate integrators use).
+    ``sigma_min``/``sigma_max`` of ``None`` take the denoiser's trained range; levels are
+    always clamped into it.
+    """
+
+    steps: int = 100
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    rho: float = 7.0
+    spacing: str = "karras"
+
+    def __post_init__(self) -> None:
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        for name in ("sigma_min", "sigma_max"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, numbers.Real) and 0 < v < math.inf):
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        lo, hi = self.sigma_min, self.sigma_max
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"sigma_min must be below sigma_max, got {lo} and {hi}")
+        if not self.rho > 0:
+            raise ValueError(f"rho must be > 0, got {self.rho}")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The setting names that belong to the schedule (the rest are the sampler's)."""
+        return tuple(f.name for f in fields(cls))
+
+    def replace(self, **changes: Any) -> Schedule:
+        return dataclasses.replace(self, **changes)
+
+    def sigmas(self, prior_range: SigmaRange) -> torch.Tensor:
+        """The levels for a denoiser trained on ``prior_range`` (float64, decreasing)."""
+        lo = prior_range.sigma_min if self.sigma_min is None else self.sigma_min
+        hi = prior_range.sigma_max if self.sigma_max is None else self.sigma_max
+        if self.spacing == "karras":
+            levels = karras_sigmas(self.steps, lo, hi, self.rho)
+        else:
+            levels = uniform_time_sigmas(self.spacing, self.steps, lo, hi)
+        return clamp_sigmas(levels, prior_range.sigma_min, prior_range.sigma_max)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -38,6 +38,7 @@ from diffrecon.samplers.common import (
     ancestral_step,
     blank_image,
 )
+from diffrecon.samplers.likelihood import misfit
 
 
 @runtime_checkable
@@ -128,7 +129,6 @@ def stsl(
         start = autoencoder.encode(start.to(x.dtype))
     x = (start.to(x.dtype) if start is not None else 0) + levels[0] * noise()
     n = len(levels) - 1
-    dims = tuple(range(1, y.ndim))
     nfe = 0
     for i in range(n):
         sigma, sigma_next = levels[i], levels[i + 1]
@@ -138,8 +138,7 @@ def stsl(
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 x0 = denoiser(xg, sig)
-                r = operator(decode(x0)) - y
-                data = r.abs().pow(2).sum(dims).sqrt()
+                data = misfit(operator, decode(x0), y)
                 trace = hutchinson_trace(lambda v, s=sig: denoiser(v, s), xg, vs, fd_step, x0)
                 loss = data + eta * sigma**2 * trace
                 (grad,) = torch.autograd.grad(loss.sum(), xg)

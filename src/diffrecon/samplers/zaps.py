@@ -32,7 +32,6 @@ from diffrecon.operators.base import Operator
 from diffrecon.priors.base import Denoiser, denoiser_range, sigma_batch
 from diffrecon.samplers.common import (
     Callback,
-    GaussianNoise,
     Generators,
     NoiseSource,
     StepState,
@@ -40,6 +39,7 @@ from diffrecon.samplers.common import (
     blank_image,
     vp_step_scale,
 )
+from diffrecon.samplers.likelihood import misfit_grad, sq_norm
 from diffrecon.wavelets import DWT2
 
 
@@ -52,17 +52,6 @@ class ZapsParams:
     log_zeta: torch.Tensor
     h: torch.Tensor
     losses: list[float] = field(default_factory=list)
-
-
-def _data_grad(
-    operator: Operator, likelihood: GaussianNoise, x0: torch.Tensor, y: torch.Tensor, graph: bool
-) -> torch.Tensor:
-    """``grad_{x0} ||y - A(x0)||`` per draw (kept differentiable when ``graph``)."""
-    with torch.enable_grad():
-        x0g = x0 if (graph and x0.requires_grad) else x0.detach().requires_grad_(True)
-        dist = likelihood.sq_norm(likelihood.residual(operator, x0g, y)).sqrt()
-        (g,) = torch.autograd.grad(dist.sum(), x0g, create_graph=graph)
-    return g
 
 
 def unroll(
@@ -81,7 +70,6 @@ def unroll(
 ) -> torch.Tensor:
     """One pass of the ZAPS sampler from ``start`` (``sigmas[0] * z``); differentiable in
     ``params`` when ``graph``."""
-    likelihood = GaussianNoise(0.0)
     levels = sigmas.tolist()
     n = len(levels) - 1
     x = start
@@ -89,7 +77,7 @@ def unroll(
         sigma, sigma_next = levels[i], levels[i + 1]
         with torch.set_grad_enabled(graph):
             x0_hat = denoiser(x, sigma_batch(sigma, x))
-            v = _data_grad(operator, likelihood, x0_hat, y, graph)
+            v = misfit_grad(operator, x0_hat, y, create_graph=graph)
             jac_diag = 1.0 + sigma**2 * params.h[:, i]
             jv = dwt.inverse(jac_diag * dwt(v))
             x_next = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
@@ -132,7 +120,6 @@ def fit(
     params.log_zeta.requires_grad_(True)
     params.h.requires_grad_(True)
     opt = torch.optim.Adam([params.log_zeta, params.h], lr=lr)
-    likelihood = GaussianNoise(0.0)
     for _ in range(epochs):
         opt.zero_grad()
         with torch.enable_grad():
@@ -148,7 +135,7 @@ def fit(
                 eta=eta,
                 graph=True,
             )
-            loss = likelihood.sq_norm(likelihood.residual(operator, out, y)).sum()
+            loss = sq_norm(operator(out) - y).sum()
             loss.backward()
         opt.step()
         params.losses.append(float(loss.detach()))

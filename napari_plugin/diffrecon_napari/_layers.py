@@ -1,0 +1,87 @@
+"""napari layer data for diffrecon results, and back: no Qt, no napari import.
+
+Layer data are napari "layer data tuples" ``(data, kwargs, layer_type)``. Result layers carry
+the job's result-file attributes in ``metadata["diffrecon"]["attrs"]``, so a file written
+from napari records the same provenance as one written by the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from diffrecon.results import SliceResult, VolumeResult
+
+LayerData = tuple[Any, dict[str, Any], str]
+META = "diffrecon"
+
+
+def image(data: Any, name: str, colormap: str, meta: dict[str, Any]) -> LayerData:
+    """One image layer tuple with diffrecon metadata."""
+    return (data, {"name": name, "colormap": colormap, "metadata": {META: meta}}, "image")
+
+
+def result_layers(
+    result: SliceResult,
+    attrs: dict[str, Any],
+    slice_index: int,
+    final: bool,
+    target: np.ndarray | None = None,
+) -> list[LayerData]:
+    """Layers for a (running or final) slice result: mean (gray), std (magma), the draws when
+    kept, and ``|error|`` for a final result when a ``target`` (cropped alike) is given."""
+    meta = {
+        "attrs": attrs,
+        "metrics": result.metrics,
+        "slice_indices": [slice_index],
+        "draws_done": result.draws_done,
+        "final": final,
+    }
+    out = [
+        image(result.mean, "mean", "gray", {**meta, "role": "mean"}),
+        image(result.std, "std", "magma", {**meta, "role": "std"}),
+    ]
+    if result.draws is not None:
+        out.append(image(result.draws, "draws", "gray", {**meta, "role": "draws"}))
+    if final and target is not None:
+        out.append(
+            image(np.abs(result.mean - target), "|error|", "inferno", {**meta, "role": "error"})
+        )
+    return out
+
+
+def summary_text(result: SliceResult) -> str:
+    """The widget's text panel: draws, time, PSNR/SSIM when the file holds a target."""
+    m = result.metrics
+    lines = [f"{result.draws_done} draws in {result.seconds:.1f} s"]
+    if m:
+        lines.append(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
+        lines.append(f"zero-filled: {m['psnr_zero_filled']:.2f} dB, {m['ssim_zero_filled']:.3f}")
+    return "\n".join(lines)
+
+
+def volume_from_layers(layers: list[LayerData]) -> VolumeResult:
+    """The mean/std (and draws) layers of a reconstruction as a volume to write; anything
+    else is refused before a file is touched."""
+    by_role = {}
+    for data, kwargs, _ in layers:
+        meta = kwargs.get("metadata", {}).get(META, {})
+        if "role" in meta:
+            by_role[meta["role"]] = (np.asarray(data), meta)
+    if "mean" not in by_role or "std" not in by_role:
+        raise ValueError("select the 'mean' and 'std' layers of a diffrecon reconstruction")
+    mean, meta = by_role["mean"]
+    std = by_role["std"][0]
+    draws = by_role["draws"][0] if "draws" in by_role else None
+    if mean.ndim == 2:
+        mean, std = mean[None], std[None]
+        draws = None if draws is None else draws[None]
+    attrs = dict(meta.get("attrs") or {})
+    done = int(meta.get("draws_done") or attrs.get("draws") or 0)
+    slices = [
+        SliceResult(mean[i], std[i], done, draws=None if draws is None else draws[i])
+        for i in range(mean.shape[0])
+    ]
+    indices = [int(i) for i in meta.get("slice_indices") or range(mean.shape[0])]
+    return VolumeResult(slices, indices, attrs)

@@ -1,0 +1,93 @@
+"""Files as napari layers: fastMRI k-space, diffrecon result files, DICOM series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diffrecon_napari._layers import LayerData, image
+
+
+def h5_kind(path: str | Path) -> str | None:
+    """``"kspace"`` (a fastMRI file), ``"result"`` (a diffrecon result file) or None."""
+    import h5py
+
+    p = Path(path)
+    if p.suffix.lower() not in (".h5", ".hdf5") or not p.is_file():
+        return None
+    try:
+        with h5py.File(p, "r") as f:
+            if "kspace" in f:
+                return "kspace"
+            return "result" if "reconstruction" in f else None
+    except OSError:
+        return None
+
+
+def read_fastmri_layers(path: str | Path) -> list[LayerData]:
+    """k-space as log-magnitude (coil RSS of ``|k|``) and the zero-filled RSS image, one
+    plane per slice."""
+    import torch
+
+    from diffrecon.io.fastmri import open_fastmri
+    from diffrecon.mri.transforms import center_crop, rss
+    from diffrecon.operators.fft import ifft2c
+
+    p = Path(path)
+    fm = open_fastmri(p)
+    logk, zf = [], []
+    for i in range(fm.num_slices):
+        k = fm.kspace(i, crop_readout=True)
+        logk.append(np.log(np.sqrt((np.abs(k) ** 2).sum(0)) + 1e-12 * float(np.abs(k).max())))
+        img = rss(ifft2c(torch.from_numpy(k)), dim=0)
+        size = (min(fm.recon_size[0], img.shape[-2]), min(fm.recon_size[1], img.shape[-1]))
+        zf.append(center_crop(img, size).numpy())
+    meta = {
+        "path": str(p),
+        "num_slices": fm.num_slices,
+        "recon_size": list(fm.recon_size),
+        "has_mask": fm.mask is not None,
+        "has_target": fm.target(0) is not None,
+    }
+    return [
+        image(
+            np.stack(logk).astype(np.float32),
+            f"{p.stem} k-space (log|k|)",
+            "gray",
+            {**meta, "kind": "kspace"},
+        ),
+        image(
+            np.stack(zf).astype(np.float32),
+            f"{p.stem} zero-filled",
+            "gray",
+            {**meta, "kind": "zero_filled"},
+        ),
+    ]
+
+
+def read_result_layers(path: str | Path) -> list[LayerData]:
+    """A diffrecon result file as its mean (gray) and std (magma) layers."""
+    from diffrecon.io.results import read_results
+
+    path = Path(path)
+    res = read_results(path)
+    meta = {
+        "path": str(path),
+        "kind": "result",
+        "attrs": res.attrs,
+        "slice_indices": res.slice_indices.tolist(),
+    }
+    return [
+        image(res.reconstruction, f"{path.stem} mean", "gray", {**meta, "role": "mean"}),
+        image(res.std, f"{path.stem} std", "magma", {**meta, "role": "std"}),
+    ]
+
+
+def read_dicom_layers(path: str | Path) -> list[LayerData]:
+    """A DICOM series (a folder of ``.dcm`` files, or one file and its series) as one layer."""
+    from diffrecon.io.dicom import read_dicom_series
+
+    stack, meta = read_dicom_series(path)
+    name = meta["SeriesDescription"] or Path(path).stem
+    return [image(stack, name, "gray", {**meta, "kind": "dicom"})]

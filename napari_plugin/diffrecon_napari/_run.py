@@ -1,0 +1,131 @@
+"""The widget's request, turned into the library's :class:`~diffrecon.jobs.ReconstructionJob`
+(the CLI's own path), and a streaming runner for napari's ``thread_worker``. No Qt here."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffrecon.jobs import ReconstructionJob
+from diffrecon.mri.masks import MaskSpec
+from diffrecon.results import SliceResult
+from diffrecon.samplers.registry import MRI_DEFAULT, offered
+from diffrecon_napari._layers import LayerData, result_layers
+
+# What the widget offers: the presets whose capabilities allow noisy multicoil SENSE data
+# (C-ΠGDM's noisy extension needs A A^H = c I, which SENSE lacks, so it is not among them).
+SAMPLERS = tuple(offered(linear=True, scalar_gram=False, noisy=True))
+
+
+class Cancelled(Exception):
+    """Raised inside the sampler's step callback when the user cancels."""
+
+
+@dataclass
+class Request:
+    """What the widget collects: one slice of one file and the reconstruction settings."""
+
+    path: str
+    slice_index: int = 0
+    acceleration: float = 4.0
+    center_fraction: float = 0.08
+    mask_kind: str = "random"  # random | equispaced | file
+    prior: str = "brain-mri-default"
+    sampler: str = MRI_DEFAULT
+    steps: int = 0  # 0: the preset's
+    draws: int = 8
+    batch_size: int = 2  # draws per streamed update
+    seed: int = 0
+    device: str = "cpu"
+    keep_draws: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """The widget's own checks, before the job's."""
+        if not Path(self.path).is_file():
+            raise ValueError(f"no k-space file at {self.path!r}")
+        if self.draws < 1 or self.batch_size < 1:
+            raise ValueError("draws and batch size must be >= 1")
+        if self.mask_kind not in ("random", "equispaced", "file"):
+            raise ValueError(f"unknown mask type {self.mask_kind!r}")
+
+    def job(self) -> ReconstructionJob:
+        """The job the CLI would build for the same file, slice and settings."""
+        overrides = dict(self.overrides)
+        if self.steps > 0:
+            overrides["steps"] = self.steps
+        return ReconstructionJob(
+            self.path,
+            prior=self.prior,
+            sampler=self.sampler,
+            overrides=overrides,
+            slices=[self.slice_index],
+            mask=MaskSpec(self.acceleration, self.center_fraction, self.mask_kind),
+            draws=self.draws,
+            seed=self.seed,
+            keep_draws=self.keep_draws,
+            device=self.device,
+            batch_size=self.batch_size,
+            command="napari diffrecon widget",
+        )
+
+
+def run(request: Request, on_step=None, on_batch=None) -> SliceResult:
+    """Validate the request's job and reconstruct its slice; returns the final result."""
+    request.check()
+    job = request.job().validate()
+    return job.run_slice(request.slice_index, on_step=on_step, on_batch=on_batch)
+
+
+def stream(request: Request, cancel: threading.Event) -> Iterator[tuple[str, Any]]:
+    """Run :func:`run` in a background thread and yield its events as they come:
+    ``("step", (i, n))``, ``("batch", SliceResult)`` (running summary), then
+    ``("done", SliceResult)``; ``("cancelled", None)`` once ``cancel`` is set and the sampler
+    reaches its next step; exceptions are re-raised here."""
+    events: queue.Queue = queue.Queue()
+
+    def on_step(state: Any) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        events.put(("step", (state.i + 1, state.n)))
+
+    def work() -> None:
+        try:
+            events.put(("done", run(request, on_step, lambda r: events.put(("batch", r)))))
+        except Cancelled:
+            events.put(("cancelled", None))
+        except BaseException as exc:  # handed to the consumer
+            events.put(("error", exc))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    while True:
+        kind, value = events.get()
+        if kind == "error":
+            raise value
+        yield kind, value
+        if kind in ("done", "cancelled"):
+            break
+    thread.join()
+
+
+def request_layers(result: SliceResult, request: Request, final: bool) -> list[LayerData]:
+    """:func:`~diffrecon_napari._layers.result_layers` for a request: the job's result-file
+    attributes, and the file's target (cropped like the result) for ``|error|``."""
+    import numpy as np
+    import torch
+
+    from diffrecon.mri.transforms import center_crop
+
+    job = request.job()
+    target = None
+    if final:
+        t = job.input.target(request.slice_index)
+        if t is not None:
+            t = torch.from_numpy(np.asarray(t, dtype=np.float32))
+            target = center_crop(t, result.mean.shape).numpy()
+    return result_layers(result, job.attrs([result]), request.slice_index, final, target)

@@ -1,0 +1,275 @@
+"""One reconstruction job: an input, its slices and every setting, from k-space to results.
+
+A :class:`ReconstructionJob` is the one path from a fastMRI file (or an in-memory k-space
+array) to a :class:`~diffrecon.results.VolumeResult`. The CLI, the napari widget and the demo
+only parse their input into a job and call it:
+
+- :meth:`~ReconstructionJob.validate` checks everything it can without doing the work
+  (input file, slices, sampler and its settings, mask, draws, quantiles, the first slice,
+  the prior) and raises ``ValueError`` naming the problem;
+- :meth:`~ReconstructionJob.run_slice` reconstructs one slice (readout crop, the mask of
+  :class:`~diffrecon.mri.masks.MaskSpec` seeded by the file name, preprocessing, sampling);
+- :meth:`~ReconstructionJob.volume` assembles slices with the result-file attributes
+  (:meth:`~ReconstructionJob.attrs`), which :func:`diffrecon.io.results.write_results` writes.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffrecon._version import __version__
+from diffrecon.io.fastmri import FastMRIFile, open_fastmri, parse_slices
+from diffrecon.mri.masks import MaskSpec
+from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
+from diffrecon.pipeline import reconstruct_prepared
+from diffrecon.results import SliceResult, VolumeResult
+from diffrecon.samplers.common import StepState
+from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve
+
+MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration region
+
+
+@dataclass(frozen=True)
+class ArrayInput:
+    """k-space held in memory, laid out as a fastMRI file's ``kspace``: ``(slices, coils, H,
+    W)`` complex; ``mask`` ``(W,)`` or ``(H, W)`` when it is already undersampled; ``target``
+    ``(slices, h, w)`` reference magnitudes for the metrics. Reads like a
+    :class:`~diffrecon.io.fastmri.FastMRIFile`."""
+
+    data: np.ndarray
+    name: str = "array"
+    mask: np.ndarray | None = None
+    target_images: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d = np.asarray(self.data)
+        if d.ndim != 4 or not np.iscomplexobj(d):
+            raise ValueError(f"k-space array must be complex (slices, coils, H, W), got {d.shape}")
+
+    header = None
+    readout_crop = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def recon_size(self) -> tuple[int, int]:
+        return int(self.data.shape[-2]), int(self.data.shape[-1])
+
+    def kspace(self, index: int, crop_readout: bool = False) -> np.ndarray:
+        k = np.asarray(self.data[index], dtype=np.complex64)
+        if not np.isfinite(k).all():
+            raise ValueError(f"{self.name}: kspace slice {index} contains NaN or inf")
+        return k
+
+    def target(self, index: int) -> np.ndarray | None:
+        if self.target_images is None:
+            return None
+        return np.asarray(self.target_images[index], dtype=np.float32)
+
+
+Source = FastMRIFile | ArrayInput
+
+
+@dataclass
+class ReconstructionJob:
+    """Everything one reconstruction of one input needs; see the module docstring.
+
+    ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
+    CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
+    path or a loaded denoiser (loaded once by :meth:`load_prior`). ``sampler`` and
+    ``overrides``: a preset name and replacements of its settings (``steps``...).
+    ``noise_std``: k-space noise per real component (default: estimated per slice).
+    ``command``: the command line that asked for the job, recorded in the results.
+    """
+
+    source: str | Path | ArrayInput
+    prior: Any = "brain-mri-default"
+    sampler: str = MRI_DEFAULT
+    overrides: dict[str, Any] = field(default_factory=dict)
+    slices: str | Sequence[int] | None = None
+    mask: MaskSpec = field(default_factory=MaskSpec)
+    draws: int = 8
+    seed: int = 0
+    noise_std: float | None = None
+    quantile_levels: tuple[float, ...] = ()
+    keep_draws: bool = False
+    device: str = "cpu"
+    batch_size: int | None = None
+    crop_readout: bool = True
+    command: str | None = None
+
+    # -- what the settings resolve to (each computed once) ----------------------------------
+    @cached_property
+    def input(self) -> Source:
+        """The opened input (metadata only; slices are read one at a time)."""
+        if isinstance(self.source, ArrayInput):
+            return self.source
+        return open_fastmri(self.source)
+
+    @cached_property
+    def slice_indices(self) -> list[int]:
+        n = self.input.num_slices
+        if self.slices is None or isinstance(self.slices, str):
+            return parse_slices(self.slices, n)
+        idx = [int(i) for i in self.slices]
+        if not idx:
+            raise ValueError("no slices selected")
+        for i in idx:
+            if not 0 <= i < n:
+                raise ValueError(
+                    f"slice {i} is outside the {n} slices of {self.input.path.name} (0..{n - 1})"
+                )
+        return idx
+
+    @cached_property
+    def preset(self) -> Preset:
+        return resolve(self.sampler, **self.overrides)
+
+    @property
+    def kspace_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the slices the sampler sees (after the readout crop)."""
+        h, w = self.input.shape[-2:]
+        if self.crop_readout and self.input.readout_crop is not None:
+            h = self.input.readout_crop
+        return int(h), int(w)
+
+    @cached_property
+    def sampling_mask(self) -> torch.Tensor:
+        """The mask every slice of the input is sampled with (built once)."""
+        f = self.input
+        padding = f.header.padding if f.header is not None else None
+        return self.mask.build(self.kspace_shape, f.mask, padding, file_name=f.path.name)
+
+    @property
+    def prior_name(self) -> str:
+        p = self.prior
+        return str(p) if isinstance(p, str | Path) else str(getattr(p, "name", type(p).__name__))
+
+    # -- checks -----------------------------------------------------------------------------
+    def check_settings(self) -> None:
+        """Argument ranges and the sampler, without touching the input."""
+        if isinstance(self.draws, bool) or not isinstance(self.draws, numbers.Integral):
+            raise ValueError(f"draws must be an integer, got {self.draws!r}")
+        if self.draws < 1:
+            raise ValueError(f"--draws must be >= 1, got {self.draws}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if any(not 0 <= q <= 1 for q in self.quantile_levels):
+            raise ValueError(f"--quantiles must lie in [0, 1], got {list(self.quantile_levels)}")
+        if self.noise_std is not None and not self.noise_std >= 0:
+            raise ValueError(f"--noise-std must be >= 0, got {self.noise_std}")
+        # multicoil SENSE: linear, no A A^H = c I; noisy unless both noise and floor are 0
+        noisy = not (self.noise_std == 0 and self.preset.noise_floor == 0)
+        self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy)
+
+    def check_input(self) -> None:
+        """Everything but the prior: settings, input, slices, mask, the first slice."""
+        self.check_settings()
+        _ = self.slice_indices
+        w = self.kspace_shape[1]
+        if w < MIN_COLUMNS:
+            raise ValueError(f"{self.input.path}: only {w} phase-encode columns")
+        _ = self.sampling_mask  # impossible acceleration, a missing file mask -> ValueError
+        self.input.kspace(self.slice_indices[0])  # NaN in the first selected slice
+
+    def load_prior(self) -> Any:
+        """Load the prior if it is a name or path (once); returns the denoiser."""
+        if isinstance(self.prior, str | Path):
+            from diffrecon.priors import load
+
+            self.prior = load(self.prior, device=self.device)
+        return self.prior
+
+    def validate(self) -> ReconstructionJob:
+        """Check everything before any work (see :meth:`check_input`) and load the prior."""
+        self.check_input()
+        self.load_prior()
+        return self
+
+    # -- the work ---------------------------------------------------------------------------
+    def prepare(self, index: int) -> PreparedSlice:
+        """Slice ``index`` read, masked and preprocessed (coil maps, scale, noise estimate)."""
+        k = self.input.kspace(index, crop_readout=self.crop_readout)
+        return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std)
+
+    def run_slice(
+        self,
+        index: int,
+        on_step: Callable[[StepState], None] | None = None,
+        on_batch: Callable[[SliceResult], None] | None = None,
+        prepared: PreparedSlice | None = None,
+    ) -> SliceResult:
+        """Reconstruct slice ``index`` of the input (``on_batch`` sees running summaries);
+        ``prepared``: its :meth:`prepare` output when the caller already has it."""
+        f = self.input
+        return reconstruct_prepared(
+            self.prepare(index) if prepared is None else prepared,
+            self.load_prior(),
+            sampler=self.preset,
+            draws=self.draws,
+            seed=self.seed,
+            out_size=f.recon_size,
+            target=f.target(index),
+            quantile_levels=self.quantile_levels,
+            keep_draws=self.keep_draws,
+            device=self.device,
+            batch_size=self.batch_size,
+            callback=on_step,
+            on_batch=on_batch,
+        )
+
+    def run(self, on_step: Callable[[StepState], None] | None = None) -> VolumeResult:
+        """Validate, then reconstruct every selected slice."""
+        self.validate()
+        results = [self.run_slice(i, on_step=on_step) for i in self.slice_indices]
+        return self.volume(results)
+
+    def volume(self, results: list[SliceResult], indices: list[int] | None = None) -> VolumeResult:
+        """The slices reconstructed so far, with the result-file attributes."""
+        idx = self.slice_indices if indices is None else indices
+        return VolumeResult(list(results), list(idx), self.attrs(results))
+
+    def attrs(self, results: list[SliceResult]) -> dict[str, Any]:
+        """Result-file attributes: what was run, on what, with which prior, mask and noise."""
+        prov = [r.provenance for r in results if r.provenance is not None]
+        record = prov[0].record.as_dict() if prov else {}
+        f = self.input
+        return {
+            "sampler": record.get("sampler", self.preset.sampler),
+            "preset": self.sampler,
+            "settings": record.get("settings", self.preset.settings()),
+            "seed": self.seed,
+            "draws": self.draws,
+            "prior": self.prior_name,
+            "diffrecon_version": __version__,
+            "acceleration": self.mask.acceleration,
+            "center_fraction": self.mask.center_fraction,
+            "mask_type": self.mask.kind,
+            "input": str(f.path),
+            "patient_id": f.attrs.get("patient_id"),
+            "acquisition": f.attrs.get("acquisition"),
+            "noise_std_estimate": [p.noise_std_estimate for p in prov] or None,
+            "noise_std_used": [p.noise_std_used for p in prov] or None,
+            "intensity_scale": [p.intensity_scale for p in prov] or None,
+            "quantile_levels": list(self.quantile_levels) or None,
+            "command": self.command,
+        }

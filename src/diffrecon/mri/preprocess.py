@@ -1,0 +1,141 @@
+"""From an undersampled multicoil k-space slice to what a sampler needs.
+
+:func:`prepare_slice` does the MRI preprocessing in one place: the auto-calibration (ACS)
+width, an intensity scale so the prior sees its training range (99.5th percentile magnitude
+of the ACS-only image = 1), ESPIRiT coil maps, the SENSE operator, the scaled data, the
+zero-filled image and a noise estimate. Everything in a :class:`PreparedSlice` is in units of
+the scaled image; ``scale`` takes results back to the file's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffrecon.complex import magnitude
+from diffrecon.mri.coils import espirit_maps
+from diffrecon.operators.fft import ifft2c
+from diffrecon.operators.mri import MulticoilMRI
+
+
+def estimate_noise_std(kspace: np.ndarray, mask: np.ndarray) -> float:
+    """Noise std per real component of undersampled k-space ``(coils, H, W)``.
+
+    The smaller of two robust (median absolute deviation) estimates, each biased upwards
+    only by signal: sampled k-space points at the readout edges (outer 1/16 per side), and
+    the outer readout rows (1/8 per side) of the zero-filled coil images, divided by the
+    square root of the sampled fraction (zero-filling keeps that share of the noise power).
+    """
+    h = kspace.shape[-2]
+    m = np.broadcast_to(np.asarray(mask, dtype=bool), kspace.shape[-2:])
+
+    def mad(vals: np.ndarray) -> float:
+        parts = np.concatenate([vals.real.ravel(), vals.imag.ravel()])
+        return float(1.4826 * np.median(np.abs(parts - np.median(parts)))) if parts.size else np.inf
+
+    edge = max(1, h // 16)
+    k_est = mad(
+        np.concatenate(
+            [kspace[:, :edge][..., m[:edge]].ravel(), kspace[:, -edge:][..., m[-edge:]].ravel()]
+        )
+    )
+    coil_imgs = ifft2c(torch.from_numpy(np.ascontiguousarray(kspace))).numpy()
+    rows = max(1, h // 8)
+    img_est = mad(np.concatenate([coil_imgs[:, :rows], coil_imgs[:, -rows:]], axis=1))
+    img_est /= np.sqrt(max(m.mean(), 1e-6))
+    est = min(k_est, img_est)
+    return 0.0 if not np.isfinite(est) else est
+
+
+def calibration_width(mask2d: np.ndarray, lo: int = 8, hi: int = 48) -> int:
+    """Side of the largest fully sampled square around the k-space centre (the ACS region),
+    clipped to ``[lo, hi]``: ESPIRiT's calibration width for column and 2-D masks alike."""
+    h, w = mask2d.shape
+    cy, cx = h // 2, w // 2
+    size = 0
+    while size + 2 <= min(h, w):
+        t, left = cy - (size + 2) // 2, cx - (size + 2) // 2
+        if not mask2d[t : t + size + 2, left : left + size + 2].all():
+            break
+        size += 2
+    return max(lo, min(size, hi))
+
+
+def intensity_scale(kspace: np.ndarray, calib: int) -> float:
+    """99.5th percentile magnitude of the coil-combined low-resolution (ACS-only) image."""
+    h, w = kspace.shape[-2:]
+    low = np.zeros_like(kspace)
+    ch, cw = min(calib, h), min(calib, w)
+    t, left = (h - ch) // 2, (w - cw) // 2
+    low[:, t : t + ch, left : left + cw] = kspace[:, t : t + ch, left : left + cw]
+    img = ifft2c(torch.from_numpy(low)).abs().pow(2).sum(0).sqrt().numpy()
+    return float(np.percentile(img, 99.5)) or 1.0
+
+
+@dataclass(frozen=True)
+class PreparedSlice:
+    """One undersampled slice ready for a sampler (image quantities in scaled units)."""
+
+    operator: MulticoilMRI
+    y: torch.Tensor  # (1, coils, H, W) complex64, scaled, zero where unsampled
+    mask: torch.Tensor  # as given: (W,) or (H, W) bool
+    maps: torch.Tensor  # (coils, H, W) complex64 ESPIRiT maps, uncropped
+    scale: float  # file units per scaled unit
+    calib_width: int
+    noise_std: float  # per real component of y: the estimate, or the given value / scale
+    noise_estimated: bool
+    zero_filled: torch.Tensor  # (2, H, W) A^H y (real, imaginary)
+
+    @property
+    def mask2d(self) -> np.ndarray:
+        h, w = self.y.shape[-2:]
+        return self.mask.expand(h, w).numpy() if self.mask.ndim == 1 else self.mask.numpy()
+
+    def zero_filled_magnitude(self) -> torch.Tensor:
+        """``|A^H y|`` ``(H, W)`` float64, in the file's units."""
+        return magnitude(self.zero_filled[None])[0].double() * self.scale
+
+
+def prepare_slice(
+    kspace: np.ndarray,
+    mask: torch.Tensor,
+    *,
+    noise_std: float | None = None,
+    calib_width: int | None = None,
+) -> PreparedSlice:
+    """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
+
+    ``noise_std``: the k-space noise per real component in file units (default: estimated
+    from the data); ``calib_width``: ESPIRiT's calibration width (default: the ACS square).
+    """
+    k = np.asarray(kspace, dtype=np.complex64)
+    if k.ndim != 3:
+        raise ValueError(f"kspace must be (coils, H, W), got {k.shape}")
+    if not np.isfinite(k).all():
+        raise ValueError("kspace contains NaN or inf")
+    h, w = k.shape[-2:]
+    m2d = (mask.expand(h, w) if mask.ndim == 1 else mask).numpy()
+    y = np.where(m2d, k, 0).astype(np.complex64)
+    if calib_width is None:
+        calib_width = calibration_width(m2d)
+    scale = intensity_scale(y, calib_width)
+    y_s = y / scale
+    # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
+    # not the prior alone, decide them (cropped maps leave them in A's null space)
+    maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
+    op = MulticoilMRI(maps, mask)
+    y_t = torch.from_numpy(y_s)[None]
+    sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
+    return PreparedSlice(
+        operator=op,
+        y=y_t,
+        mask=mask,
+        maps=maps,
+        scale=scale,
+        calib_width=calib_width,
+        noise_std=sigma,
+        noise_estimated=noise_std is None,
+        zero_filled=op.adjoint(y_t)[0],
+    )

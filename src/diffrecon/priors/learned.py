@@ -1,0 +1,115 @@
+"""A learned prior: a network with a declared parameterisation, wrapped as ``D(x, sigma)``.
+
+Where the network comes from (a bundle, a third-party checkpoint, a module in memory) is the
+business of :mod:`~diffrecon.priors.bundles` and :mod:`~diffrecon.priors.importers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diffrecon.priors.wrappers import (
+    EDMDenoiser,
+    ScaledDenoiser,
+    VPDenoiser,
+    X0Denoiser,
+    ddpm_alphas_cumprod,
+)
+
+PARAMETERISATIONS = ("edm", "x0-ve", "eps-vp", "v-vp")
+
+
+class PriorLoadError(ValueError):
+    """A bundle or checkpoint that cannot be used; the message says why."""
+
+
+def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None = None) -> Any:
+    """A ``D(x, sigma)`` from a network with a declared parameterisation.
+
+    ``"edm"``: raw EDM network ``F(c_in x, c_noise)``; ``"x0-ve"``: ``net(x, sigma) -> x0``;
+    ``"eps-vp"`` / ``"v-vp"``: DDPM network ``net(z_t, t)`` with the beta schedule in
+    ``config`` (``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule``).
+    ``config["data_scale"]``/``["data_shift"]`` map the sampler's data to the network's.
+    """
+    cfg = dict(config or {})
+    sd = float(cfg.get("sigma_data", 0.5))
+    if parameterisation == "edm":
+        den: Any = EDMDenoiser(
+            net,
+            sigma_data=sd,
+            sigma_min=float(cfg.get("sigma_min", 0.002)),
+            sigma_max=float(cfg.get("sigma_max", 80.0)),
+        )
+    elif parameterisation == "x0-ve":
+        den = X0Denoiser(
+            net, sd, float(cfg.get("sigma_min", 0.002)), float(cfg.get("sigma_max", 80.0))
+        )
+    elif parameterisation in ("eps-vp", "v-vp"):
+        ac = ddpm_alphas_cumprod(
+            int(cfg.get("num_train_timesteps", 1000)),
+            float(cfg.get("beta_start", 1e-4)),
+            float(cfg.get("beta_end", 2e-2)),
+            cfg.get("beta_schedule", "linear"),
+        )
+        den = VPDenoiser(
+            net, ac, prediction="epsilon" if parameterisation == "eps-vp" else "v", sigma_data=sd
+        )
+    else:
+        raise PriorLoadError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
+    scale, shift = float(cfg.get("data_scale", 1.0)), float(cfg.get("data_shift", 0.0))
+    return den if (scale, shift) == (1.0, 0.0) else ScaledDenoiser(den, scale, shift)
+
+
+class LearnedPrior:
+    """A loaded bundle: the denoiser plus its config; ``.to(device)`` moves the network."""
+
+    def __init__(self, net: torch.nn.Module, config: dict[str, Any]) -> None:
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.config = config
+        self._den = wrap_network(self.net, config.get("parameterisation", "edm"), config)
+        for attr in ("sigma_min", "sigma_max", "sigma_data"):
+            setattr(self, attr, getattr(self._den, attr))
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name", "unnamed"))
+
+    def to(self, device: str | torch.device) -> LearnedPrior:
+        self.net.to(device)
+        return self
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sizes the network accepts are multiples of this (one per downsampling)."""
+        levels = len(self.config.get("architecture", {}).get("kwargs", {}).get("channels", [1]))
+        return 2 ** max(levels - 1, 0)
+
+    def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """Denoise; images of any size are zero-padded to the network's multiple and cropped
+        back (MRI backgrounds are zero, so the padding looks like more background)."""
+        m = self.size_multiple
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            out = self._den(torch.nn.functional.pad(x, (0, pw, 0, ph)), sigma)
+            return out[..., :h, :w]
+        return self._den(x, sigma)
+
+
+def from_module(module: torch.nn.Module, parameterisation: str, **config: Any) -> LearnedPrior:
+    """Any ``torch.nn.Module`` with a declared parameterisation (``"eps-vp"``, ``"v-vp"``,
+    ``"x0-ve"``, ``"edm"``); ``config`` as in :func:`wrap_network` (beta schedule, sigmas,
+    ``data_scale``/``data_shift``)."""
+    if parameterisation not in PARAMETERISATIONS:
+        raise PriorLoadError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
+    return LearnedPrior(
+        module, {"name": type(module).__name__, "parameterisation": parameterisation, **config}
+    )

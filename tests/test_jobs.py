@@ -1,0 +1,121 @@
+"""ReconstructionJob: checks before work, one mask per file, arrays like files, provenance."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffrecon.io.fastmri import open_fastmri
+from diffrecon.io.results import read_results, write_results
+from diffrecon.jobs import ArrayInput, ReconstructionJob
+from diffrecon.mri.masks import MaskSpec, fastmri_seed
+
+FAST = {"steps": 2}
+
+
+def _job(path, bundle, **kw):
+    base = dict(
+        prior=str(bundle), sampler="daps-fast", overrides=FAST, slices=[1], draws=2, seed=0
+    )
+    return ReconstructionJob(path, **{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"sampler": "nope"}, "unknown sampler 'nope'"),
+        ({"draws": 0}, "draws must be >= 1"),
+        ({"draws": 2.5}, "draws must be an integer"),
+        ({"overrides": {"stepz": 3}}, "stepz: not a setting of sampler 'daps'"),
+        ({"overrides": {"steps": 0}}, "steps must be an integer >= 1"),
+        ({"overrides": {"sigma_min": 5.0, "sigma_max": 1.0}}, "sigma_min must be below"),
+        ({"sampler": "cpigdm-5"}, "needs A A\\^H = c I for noisy data"),
+        ({"slices": [7]}, "slice 7 is outside the 2 slices"),
+        ({"quantile_levels": (1.5,)}, "quantiles must lie in"),
+        ({"noise_std": -1.0}, "noise-std must be >= 0"),
+        ({"mask": MaskSpec(kind="file")}, "no 'mask' dataset"),
+    ],
+)
+def test_validate_refuses_bad_settings_before_any_work(
+    tiny_kspace_file, tiny_bundle, monkeypatch, kw, match
+):
+    def no_work(*a, **k):
+        raise AssertionError("validate() must not preprocess or sample")
+
+    monkeypatch.setattr("diffrecon.jobs.prepare_slice", no_work)
+    monkeypatch.setattr("diffrecon.jobs.reconstruct_prepared", no_work)
+    with pytest.raises(ValueError, match=match):
+        _job(tiny_kspace_file, tiny_bundle, **kw).validate()
+
+
+def test_validate_loads_the_prior_once_and_names_a_missing_file(tiny_kspace_file, tiny_bundle):
+    job = _job(tiny_kspace_file, tiny_bundle).validate()
+    prior = job.prior
+    assert not isinstance(prior, str) and prior.name == "tiny"
+    assert job.load_prior() is prior
+    with pytest.raises(ValueError, match="no such file"):
+        _job(tiny_kspace_file.parent / "missing.h5", tiny_bundle).validate()
+
+
+def test_mask_is_seeded_by_the_file_name_once_per_file(tiny_kspace_file, tiny_bundle):
+    job = _job(tiny_kspace_file, tiny_bundle, slices=None)
+    spec = MaskSpec(4.0, 0.08, "random", seed=fastmri_seed(tiny_kspace_file.name))
+    f = open_fastmri(tiny_kspace_file)
+    padding = f.header.padding
+    expected = spec.build(job.kspace_shape, None, padding)
+    assert np.array_equal(job.sampling_mask.numpy(), expected.numpy())
+    assert job.sampling_mask is job.sampling_mask  # built once, shared by every slice
+    assert MaskSpec().seed_for("x.h5") == fastmri_seed("x.h5")
+    assert MaskSpec(seed=3).seed_for("x.h5") == 3
+
+
+def test_array_input_reconstructs_like_the_file(tiny_kspace_file, tiny_bundle):
+    """An in-memory k-space array (readout already cropped) named like the file gives the
+    file's mask, preprocessing and draws."""
+    f = open_fastmri(tiny_kspace_file)
+    kspace = np.stack([f.kspace(i, crop_readout=True) for i in range(f.num_slices)])
+    targets = np.stack([f.target(i) for i in range(f.num_slices)])
+    from_file = _job(tiny_kspace_file, tiny_bundle).run()
+    array = ArrayInput(kspace, name=tiny_kspace_file.name, target_images=targets)
+    from_array = _job(array, tiny_bundle).run()
+    np.testing.assert_allclose(from_array.slices[0].mean, from_file.slices[0].mean, rtol=1e-5)
+    assert from_array.slices[0].metrics == pytest.approx(from_file.slices[0].metrics)
+    with pytest.raises(ValueError, match="complex"):
+        ArrayInput(np.zeros((1, 2, 8, 8)))
+
+
+def test_result_attributes_carry_the_provenance(tiny_kspace_file, tiny_bundle, tmp_path):
+    job = _job(tiny_kspace_file, tiny_bundle, command="diffrecon reconstruct tiny.h5")
+    volume = job.run()
+    prov = volume.slices[0].provenance
+    assert prov.record.seed == 0 and prov.record.draws == 2 and prov.noise_std_used >= 0.01
+    assert prov.mask.dtype == bool and prov.intensity_scale > 0
+    back = read_results(write_results(tmp_path / "r.h5", volume)).attrs
+    for key, value in {
+        "prior": "tiny",
+        "sampler": "daps",
+        "preset": "daps-fast",
+        "seed": 0,
+        "draws": 2,
+        "mask_type": "random",
+        "command": "diffrecon reconstruct tiny.h5",
+    }.items():
+        assert back[key] == value
+    assert '"steps": 2' in back["settings"] and back["diffrecon_version"]
+
+
+def test_importing_the_dicom_writer_does_not_load_the_samplers():
+    code = (
+        "import sys, diffrecon.io.dicom, diffrecon.mri.masks; "
+        "print(any(m.startswith('diffrecon.samplers') for m in sys.modules), "
+        "'diffrecon.api' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    from diffrecon import __version__, reconstruct
+    from diffrecon.priors import load  # the README's import
+
+    assert callable(reconstruct) and callable(load) and __version__
