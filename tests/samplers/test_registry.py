@@ -1,0 +1,65 @@
+"""Presets as values: schedules, capabilities, refused settings; the shared data terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffrecon import reconstruct
+from diffrecon.operators import Inpainting, PhaseRetrieval
+from diffrecon.priors import GaussianPrior
+from diffrecon.priors.base import SigmaRange
+from diffrecon.samplers.likelihood import GaussianLikelihood, misfit, misfit_grad
+from diffrecon.samplers.registry import PRESETS, offered, resolve
+from diffrecon.samplers.schedules import Schedule, karras_sigmas
+
+
+def test_resolve_splits_schedule_and_sampler_settings():
+    p = resolve("daps-mri", steps=7, lr_min_ratio=0.5)
+    assert p.sampler == "daps" and p.schedule.steps == 7 and p.hyper["lr_min_ratio"] == 0.5
+    assert "steps" not in p.hyper and p.noise_floor == 0.01
+    assert p.settings()["sigma_min"] == PRESETS["daps-mri"]["sigma_min"]
+    assert resolve("daps-mri", noise_floor=0.0).noise_floor == 0.0
+    sig = p.schedule.sigmas(SigmaRange(0.002, 80.0, 0.5))
+    torch.testing.assert_close(sig, karras_sigmas(7, 0.02, 80.0, 7.0))
+    # a schedule's unset range is the denoiser's, and levels are clamped into it
+    assert float(Schedule(steps=3).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == pytest.approx(5.0)
+    assert float(Schedule(steps=3, sigma_max=50.0).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == 5.0
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        Schedule(spacing="cosine")
+    with pytest.raises(ValueError, match="noise_floor must be >= 0"):
+        resolve("daps", noise_floor=-1)
+
+
+def test_capabilities_decide_what_is_offered_and_what_runs():
+    mri = offered(linear=True, scalar_gram=False, noisy=True)
+    assert mri[0] == "daps-mri" and "cpigdm-5" not in mri and "cpigfm-5" not in mri
+    assert "cpigdm-5" in offered(linear=True, scalar_gram=True, noisy=True)
+    assert "pigdm-20" not in offered(linear=False, scalar_gram=False, noisy=True)
+    prior = GaussianPrior(torch.zeros(1, 4, 4), torch.eye(16))
+    y = torch.ones(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="needs a linear operator"):
+        reconstruct(y, PhaseRetrieval(2.0), prior, sampler="pigdm", draws=1, shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="beside a resolved preset"):
+        reconstruct(
+            y,
+            Inpainting(torch.ones(4, 4, dtype=torch.bool)),
+            prior,
+            sampler=resolve("daps"),
+            draws=1,
+            steps=3,
+        )
+
+
+def test_misfit_gradient_and_gaussian_likelihood_gradient():
+    mask = torch.rand(6, 6, generator=torch.Generator().manual_seed(0)) > 0.5
+    op = Inpainting(mask)
+    x, y = torch.randn(2, 1, 6, 6), torch.randn(2, 1, 6, 6)
+    r = op(x) - y
+    norm = r.reshape(2, -1).norm(dim=1)
+    torch.testing.assert_close(misfit(op, x, y), norm)
+    expected = op.adjoint(r) / norm.reshape(2, 1, 1, 1)
+    torch.testing.assert_close(misfit_grad(op, x, y), expected)
+    lik = GaussianLikelihood(0.1)
+    torch.testing.assert_close(lik.nll_grad_fn(op, y)(x), op.adjoint(r) / 0.01)
+    torch.testing.assert_close(lik.nll(op, x, y), norm**2 / 0.02)
