@@ -17,9 +17,7 @@ FAST = {"steps": 2}
 
 
 def _job(path, bundle, **kw):
-    base = dict(
-        prior=str(bundle), sampler="daps-fast", overrides=FAST, slices=[1], draws=2, seed=0
-    )
+    base = dict(prior=str(bundle), sampler="daps-fast", overrides=FAST, slices=[1], draws=2, seed=0)
     return ReconstructionJob(path, **{**base, **kw})
 
 

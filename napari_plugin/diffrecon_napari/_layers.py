@@ -30,7 +30,8 @@ def result_layers(
     target: np.ndarray | None = None,
 ) -> list[LayerData]:
     """Layers for a (running or final) slice result: mean (gray), std (magma), the draws when
-    kept, and ``|error|`` for a final result when a ``target`` (cropped alike) is given."""
+    kept, the interval bounds of a final result (named calibrated or uncalibrated), and
+    ``|error|`` for a final result when a ``target`` (cropped alike) is given."""
     meta = {
         "attrs": attrs,
         "metrics": result.metrics,
@@ -44,6 +45,11 @@ def result_layers(
     ]
     if result.draws is not None:
         out.append(image(result.draws, "draws", "gray", {**meta, "role": "draws"}))
+    if final and result.lower is not None and result.upper is not None:
+        tag = interval_tag(result.interval_level, result.calibrated)
+        extra = {"interval_level": result.interval_level, "calibrated": result.calibrated}
+        out.append(image(result.lower, f"lower {tag}", "gray", {**meta, **extra, "role": "lower"}))
+        out.append(image(result.upper, f"upper {tag}", "gray", {**meta, **extra, "role": "upper"}))
     if final and target is not None:
         out.append(
             image(np.abs(result.mean - target), "|error|", "inferno", {**meta, "role": "error"})
@@ -51,10 +57,22 @@ def result_layers(
     return out
 
 
+def interval_tag(level: float | None, calibrated: bool) -> str:
+    """``"90% (calibrated)"`` or ``"90% (uncalibrated)"``: how layer names say it."""
+    kind = "calibrated" if calibrated else "uncalibrated"
+    return f"{level:.0%} ({kind})" if level is not None else f"({kind})"
+
+
 def summary_text(result: SliceResult) -> str:
-    """The widget's text panel: draws, time, PSNR/SSIM when the file holds a target."""
+    """The widget's text panel: draws, time, the intervals' status, PSNR/SSIM when the file
+    holds a target."""
     m = result.metrics
     lines = [f"{result.draws_done} draws in {result.seconds:.1f} s"]
+    if result.lower is not None:
+        how = "conformal calibration" if result.calibrated else "the draws' quantiles"
+        lines.append(
+            f"intervals {interval_tag(result.interval_level, result.calibrated)}: from {how}"
+        )
     if m:
         lines.append(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
         lines.append(f"zero-filled: {m['psnr_zero_filled']:.2f} dB, {m['ssim_zero_filled']:.3f}")
@@ -74,13 +92,27 @@ def volume_from_layers(layers: list[LayerData]) -> VolumeResult:
     mean, meta = by_role["mean"]
     std = by_role["std"][0]
     draws = by_role["draws"][0] if "draws" in by_role else None
+    bounds = [by_role[k][0] if k in by_role else None for k in ("lower", "upper")]
+    if None in bounds:
+        bounds = [None, None]
     if mean.ndim == 2:
         mean, std = mean[None], std[None]
         draws = None if draws is None else draws[None]
+        bounds = [None if b is None else b[None] for b in bounds]
     attrs = dict(meta.get("attrs") or {})
     done = int(meta.get("draws_done") or attrs.get("draws") or 0)
+    interval = by_role.get("lower", (None, {}))[1]
     slices = [
-        SliceResult(mean[i], std[i], done, draws=None if draws is None else draws[i])
+        SliceResult(
+            mean[i],
+            std[i],
+            done,
+            draws=None if draws is None else draws[i],
+            lower=None if bounds[0] is None else bounds[0][i],
+            upper=None if bounds[1] is None else bounds[1][i],
+            interval_level=interval.get("interval_level"),
+            calibrated=bool(interval.get("calibrated", False)),
+        )
         for i in range(mean.shape[0])
     ]
     indices = [int(i) for i in meta.get("slice_indices") or range(mean.shape[0])]

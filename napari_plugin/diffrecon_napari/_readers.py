@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffrecon_napari._layers import LayerData, image
+from diffrecon_napari._layers import LayerData, image, interval_tag
 
 
 def h5_kind(path: str | Path) -> str | None:
@@ -67,7 +67,8 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
 
 
 def read_result_layers(path: str | Path) -> list[LayerData]:
-    """A diffrecon result file as its mean (gray) and std (magma) layers."""
+    """A diffrecon result file as its mean (gray) and std (magma) layers, and its interval
+    bounds when it has them (named calibrated or uncalibrated)."""
     from diffrecon.io.results import read_results
 
     path = Path(path)
@@ -78,10 +79,17 @@ def read_result_layers(path: str | Path) -> list[LayerData]:
         "attrs": res.attrs,
         "slice_indices": res.slice_indices.tolist(),
     }
-    return [
+    layers = [
         image(res.reconstruction, f"{path.stem} mean", "gray", {**meta, "role": "mean"}),
         image(res.std, f"{path.stem} std", "magma", {**meta, "role": "std"}),
     ]
+    if res.lower is not None and res.upper is not None:
+        tag = interval_tag(res.interval_level, res.calibrated)
+        extra = {"interval_level": res.interval_level, "calibrated": res.calibrated}
+        for role, data in (("lower", res.lower), ("upper", res.upper)):
+            name = f"{path.stem} {role} {tag}"
+            layers.append(image(data, name, "gray", {**meta, **extra, "role": role}))
+    return layers
 
 
 def read_dicom_layers(path: str | Path) -> list[LayerData]:

@@ -42,6 +42,8 @@ class Request:
     seed: int = 0
     device: str = "cpu"
     keep_draws: bool = False
+    intervals: bool = False  # 90% interval layers (always with a calibration)
+    calibration: str = ""  # a calibration.json from `diffrecon calibrate`, or "" for none
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -55,9 +57,12 @@ class Request:
 
     def job(self) -> ReconstructionJob:
         """The job the CLI would build for the same file, slice and settings."""
+        from diffrecon.calibration_run import read_calibration
+
         overrides = dict(self.overrides)
         if self.steps > 0:
             overrides["steps"] = self.steps
+        calibration = read_calibration(self.calibration) if self.calibration else None
         return ReconstructionJob(
             self.path,
             prior=self.prior,
@@ -70,6 +75,10 @@ class Request:
             keep_draws=self.keep_draws,
             device=self.device,
             batch_size=self.batch_size,
+            calibration=calibration,
+            interval_level=(
+                calibration.level if calibration is not None else 0.9 if self.intervals else None
+            ),
             command="napari diffrecon widget",
         )
 

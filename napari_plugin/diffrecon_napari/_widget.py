@@ -41,6 +41,10 @@ class ReconstructWidget(QWidget):
         self.seed = widgets.SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.device = widgets.ComboBox(label="device", choices=_devices())
         self.keep = widgets.CheckBox(label="keep draws", value=False)
+        self.intervals = widgets.CheckBox(label="90% interval layers", value=False)
+        self.calibration = widgets.FileEdit(
+            label="calibration (optional)", filter="*.json", value=""
+        )
         self.run_button = widgets.PushButton(text="Reconstruct")
         self.cancel_button = widgets.PushButton(text="Cancel", enabled=False)
         self.progress = widgets.ProgressBar(label="progress", min=0, max=1, value=0)
@@ -61,6 +65,8 @@ class ReconstructWidget(QWidget):
                 self.seed,
                 self.device,
                 self.keep,
+                self.intervals,
+                self.calibration,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -85,7 +91,7 @@ class ReconstructWidget(QWidget):
 
     def request(self) -> _run.Request:
         """The request the current values describe (a chosen file wins over a layer)."""
-        path = str(self.file.value) if str(self.file.value) not in ("", ".") else ""
+        path = _path_or_empty(self.file.value)
         if not path and self.source.value:
             path = self.viewer.layers[self.source.value].metadata[META]["path"]
         if not path:
@@ -104,6 +110,8 @@ class ReconstructWidget(QWidget):
             seed=self.seed.value,
             device=self.device.value,
             keep_draws=self.keep.value,
+            intervals=self.intervals.value,
+            calibration=_path_or_empty(self.calibration.value),
         )
 
     # -- running -------------------------------------------------------------------------
@@ -156,6 +164,11 @@ class ReconstructWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
+
+
+def _path_or_empty(value: Any) -> str:
+    """A FileEdit's value as a path, or "" when nothing was chosen."""
+    return str(value) if str(value) not in ("", ".") else ""
 
 
 def _devices() -> list[str]:

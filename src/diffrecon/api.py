@@ -17,6 +17,7 @@ from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import Preset, as_preset
+from diffrecon.uncertainty.conformal import Calibration
 from diffrecon.uncertainty.ensemble import Welford
 from diffrecon.uncertainty.ensemble import quantiles as _quantiles
 
@@ -69,6 +70,28 @@ class Posterior:
             raise ValueError("quantiles need the draws: call reconstruct(..., keep_draws=True)")
         d = magnitude(self.draws) if magnitude_of else self.draws
         return _quantiles(d, qs)
+
+    def intervals(
+        self, level: float = 0.9, calibration: Calibration | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixelwise central ``level`` interval ``(lower, upper)`` of the image (of its
+        magnitude for complex 2-channel images): ``mean -+ lam * std`` from a conformal
+        ``calibration`` (see :func:`diffrecon.uncertainty.calibrate`), else the draws'
+        quantiles (uncalibrated; needs the draws)."""
+        complex_image = self.magnitude_mean is not None
+        if calibration is not None:
+            if calibration.level != level:
+                raise ValueError(f"the calibration is for level {calibration.level}, not {level}")
+            if self.count < 2:
+                raise ValueError("a calibrated interval needs a std: draw 2 or more")
+            mean = self.magnitude_mean if complex_image else self.mean
+            std = self.magnitude_std if complex_image else self.std
+            lo, hi = calibration.interval(mean.numpy(), std.numpy())
+            return torch.from_numpy(lo), torch.from_numpy(hi)
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        q = self.quantiles(((1 - level) / 2, (1 + level) / 2), magnitude_of=complex_image)
+        return q[0], q[1]
 
 
 def draw_generators(

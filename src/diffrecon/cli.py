@@ -27,42 +27,35 @@ def _parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="posterior reconstruction of fastMRI files")
     rec.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files")
     rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
-    rec.add_argument(
-        "--sampler",
-        default=MRI_DEFAULT,
-        help=f"sampler or preset: {', '.join(offered(linear=True, scalar_gram=False, noisy=True))}"
-        " (or a sampler name: daps, dps, pigdm, zaps, stsl)",
-    )
-    rec.add_argument("--draws", type=int, default=8)
-    rec.add_argument("--accel", type=float, default=4.0)
-    rec.add_argument("--center-fraction", type=float, default=0.08)
-    rec.add_argument(
-        "--mask-type",
-        choices=["random", "equispaced", "file"],
-        default="random",
-        help="fastMRI retrospective mask (seeded by file name) or the file's own",
-    )
-    rec.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
-    rec.add_argument("--prior", default="brain-mri-default", help="shipped name or bundle path")
-    rec.add_argument("--device", default="cpu")
-    rec.add_argument("--seed", type=int, default=0, help="sampler seed")
-    rec.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    rec.add_argument(
-        "--noise-std",
-        type=float,
-        default=None,
-        help="k-space noise std per real component (default: estimated)",
-    )
-    rec.add_argument("--batch-size", type=int, default=None)
+    _run_options(rec)
     rec.add_argument("--save-draws", action="store_true")
     rec.add_argument("--quantiles", default=None, help="e.g. 0.05,0.5,0.95")
     rec.add_argument(
-        "--no-crop-readout",
-        action="store_true",
-        help="keep a 2x oversampled readout instead of cropping to the recon size",
+        "--interval-level",
+        type=float,
+        default=0.9,
+        help="central interval written as lower/upper (default 0.9; from the draws' "
+        "quantiles, or calibrated with --calibration)",
+    )
+    rec.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="a calibration.json from `diffrecon calibrate` for the same settings",
     )
     rec.add_argument("--overwrite", action="store_true")
     rec.add_argument("--quiet", action="store_true")
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit calibrated intervals on fully sampled files with a reference image",
+    )
+    cal.add_argument("inputs", nargs="+", type=Path, help="fully sampled fastMRI .h5 files")
+    cal.add_argument("-o", "--out", type=Path, required=True, help="calibration .json")
+    _run_options(cal)
+    cal.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    cal.add_argument("--overwrite", action="store_true")
+    cal.add_argument("--quiet", action="store_true")
 
     info = sub.add_parser("info", help="describe a fastMRI or result .h5 file")
     info.add_argument("file", type=Path)
@@ -105,6 +98,65 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """The reconstruction settings ``reconstruct`` and ``calibrate`` share (one spelling)."""
+    p.add_argument(
+        "--sampler",
+        default=MRI_DEFAULT,
+        help=f"sampler or preset: {', '.join(offered(linear=True, scalar_gram=False, noisy=True))}"
+        " (or a sampler name: daps, dps, pigdm, zaps, stsl)",
+    )
+    p.add_argument("--draws", type=int, default=8)
+    p.add_argument("--accel", type=float, default=4.0)
+    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument(
+        "--mask-type",
+        choices=["random", "equispaced", "file"],
+        default="random",
+        help="fastMRI retrospective mask (seeded by file name) or the file's own",
+    )
+    p.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
+    p.add_argument("--prior", default="brain-mri-default", help="shipped name or bundle path")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument(
+        "--noise-std",
+        type=float,
+        default=None,
+        help="k-space noise std per real component (default: estimated)",
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--no-crop-readout",
+        action="store_true",
+        help="keep a 2x oversampled readout instead of cropping to the recon size",
+    )
+
+
+def _job(path: Path, args: argparse.Namespace, **extra: Any) -> Any:
+    """The job the shared options describe for one input."""
+    from diffrecon.jobs import ReconstructionJob
+    from diffrecon.mri.masks import MaskSpec
+
+    return ReconstructionJob(
+        path,
+        prior=args.prior,
+        sampler=args.sampler,
+        overrides={} if args.steps is None else {"steps": args.steps},
+        slices=args.slices,
+        mask=MaskSpec(args.accel, args.center_fraction, args.mask_type),
+        draws=args.draws,
+        seed=args.seed,
+        noise_std=args.noise_std,
+        device=args.device,
+        batch_size=args.batch_size,
+        crop_readout=not args.no_crop_readout,
+        command="diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
+        **extra,
+    )
+
+
 class BadInput(ValueError):
     """Reported as one line with exit code 2."""
 
@@ -112,39 +164,34 @@ class BadInput(ValueError):
 def _jobs(args: argparse.Namespace) -> list[Any]:
     """One validated job per input, sharing one loaded prior; nothing runs or is written
     before every input has passed."""
-    from diffrecon.jobs import ReconstructionJob
-    from diffrecon.mri.masks import MaskSpec
+    from diffrecon.calibration_run import read_calibration
     from diffrecon.priors import load
 
     try:
         levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
     except ValueError as err:
         raise BadInput(f"--quantiles must be numbers like 0.05,0.95, got {args.quantiles}") from err
-    spec = MaskSpec(args.accel, args.center_fraction, args.mask_type)
-    overrides: dict[str, Any] = {} if args.steps is None else {"steps": args.steps}
-    command = "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:]))
+    calibration = None if args.calibration is None else read_calibration(args.calibration)
+    level = args.interval_level
+    if calibration is not None:
+        if level != 0.9 and level != calibration.level:
+            raise BadInput(
+                f"--interval-level {level} differs from the calibration's {calibration.level}"
+            )
+        level = calibration.level
     jobs, seen = [], set()
     for path in args.inputs:
         out = args.out / path.name
         if out in seen:
             raise BadInput(f"two inputs named {path.name} would write the same output")
         seen.add(out)
-        job = ReconstructionJob(
+        job = _job(
             path,
-            prior=args.prior,
-            sampler=args.sampler,
-            overrides=overrides,
-            slices=args.slices,
-            mask=spec,
-            draws=args.draws,
-            seed=args.seed,
-            noise_std=args.noise_std,
+            args,
             quantile_levels=levels,
             keep_draws=args.save_draws,
-            device=args.device,
-            batch_size=args.batch_size,
-            crop_readout=not args.no_crop_readout,
-            command=command,
+            interval_level=level if args.draws >= 2 else None,
+            calibration=calibration,
         )
         job.check_settings()
         if out.exists() and not args.overwrite:
@@ -154,6 +201,7 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
     prior = load(args.prior, device=args.device)
     for job in jobs:
         job.prior = prior
+        job.check_calibration()
     return jobs
 
 
@@ -187,6 +235,32 @@ def _reconstruct(args: argparse.Namespace) -> None:
                 f"{m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
             )
         print(f"{msg} -> {out}")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from diffrecon.calibration_run import calibrate_files, write_calibration
+
+    if args.out.exists() and not args.overwrite:
+        raise BadInput(f"{args.out} exists: pass --overwrite to replace it")
+    if not 0 < args.level < 1:
+        raise BadInput(f"--level must lie in (0, 1), got {args.level}")
+    jobs = [_job(path, args) for path in args.inputs]
+
+    def report(name: str, idx: int, secs: float) -> None:
+        if not args.quiet:
+            print(f"{name} slice {idx}: {secs:.1f} s", flush=True)
+
+    cal = calibrate_files(jobs, level=args.level, on_slice=report)
+    out = write_calibration(args.out, cal, overwrite=args.overwrite)
+    rep = cal.report
+    fg = rep["gaussian"]["foreground"]
+    print(
+        f"{cal.slices} slices, {cal.pixels} foreground pixels in {rep['seconds']:.0f} s: "
+        f"uncalibrated mean+-z std covers {fg[str(args.level)]:.1%} at {args.level:.0%} "
+        f"(std-error correlation {rep['std_error_correlation']['foreground']:.2f}); "
+        f"lambda {cal.lam:.3g} covers {rep['calibrated_foreground_coverage_mean']:.1%} on "
+        f"the calibration slices -> {out} and {out.with_suffix('.png')}"
+    )
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -301,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "reconstruct":
             _reconstruct(args)
+        elif args.command == "calibrate":
+            _calibrate(args)
         elif args.command == "info":
             _info(args)
         elif args.command == "export-dicom":

@@ -33,6 +33,7 @@ from diffrecon.pipeline import reconstruct_prepared
 from diffrecon.results import SliceResult, VolumeResult
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve
+from diffrecon.uncertainty.conformal import Calibration, std_mc_error
 
 MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration region
 
@@ -98,6 +99,8 @@ class ReconstructionJob:
     path or a loaded denoiser (loaded once by :meth:`load_prior`). ``sampler`` and
     ``overrides``: a preset name and replacements of its settings (``steps``...).
     ``noise_std``: k-space noise per real component (default: estimated per slice).
+    ``interval_level``: central intervals written beside mean and std (from the draws'
+    quantiles, or from ``calibration``, a conformal calibration that must fit the run).
     ``command``: the command line that asked for the job, recorded in the results.
     """
 
@@ -115,6 +118,8 @@ class ReconstructionJob:
     device: str = "cpu"
     batch_size: int | None = None
     crop_readout: bool = True
+    interval_level: float | None = 0.9
+    calibration: Calibration | None = None
     command: str | None = None
 
     # -- what the settings resolve to (each computed once) ----------------------------------
@@ -180,6 +185,32 @@ class ReconstructionJob:
         # multicoil SENSE: linear, no A A^H = c I; noisy unless both noise and floor are 0
         noisy = not (self.noise_std == 0 and self.preset.noise_floor == 0)
         self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy)
+        level = self.interval_level
+        if level is not None and not 0 < level < 1:
+            raise ValueError(f"--interval-level must lie in (0, 1), got {level}")
+        if self.calibration is not None and self.draws < 2:
+            raise ValueError("calibrated intervals need a std: use --draws 2 or more")
+
+    def check_calibration(self) -> None:
+        """Refuse a calibration made for another prior, sampler, mask, draws or version
+        (after the prior is loaded: its name counts)."""
+        if self.calibration is not None:
+            why = self.calibration.mismatch(self.calibration_key())
+            if why is not None:
+                raise ValueError(f"the calibration does not fit this run: {why}")
+
+    def calibration_key(self) -> dict[str, Any]:
+        """What a calibration of this run's intervals depends on (and must match)."""
+        return {
+            "prior": self.prior_name,
+            "preset": self.sampler,
+            "settings": self.preset.settings(),
+            "acceleration": self.mask.acceleration,
+            "center_fraction": self.mask.center_fraction,
+            "mask_type": self.mask.kind,
+            "draws": self.draws,
+            "diffrecon_version": __version__,
+        }
 
     def check_input(self) -> None:
         """Everything but the prior: settings, input, slices, mask, the first slice."""
@@ -203,6 +234,7 @@ class ReconstructionJob:
         """Check everything before any work (see :meth:`check_input`) and load the prior."""
         self.check_input()
         self.load_prior()
+        self.check_calibration()
         return self
 
     # -- the work ---------------------------------------------------------------------------
@@ -221,6 +253,21 @@ class ReconstructionJob:
         """Reconstruct slice ``index`` of the input (``on_batch`` sees running summaries);
         ``prepared``: its :meth:`prepare` output when the caller already has it."""
         f = self.input
+        try:
+            return self._reconstruct(index, on_step, on_batch, prepared)
+        except ValueError as err:
+            if "std holds NaN" in str(err):
+                raise ValueError(f"{f.path.name} slice {index}: {err}") from err
+            raise
+
+    def _reconstruct(
+        self,
+        index: int,
+        on_step: Callable[[StepState], None] | None,
+        on_batch: Callable[[SliceResult], None] | None,
+        prepared: PreparedSlice | None,
+    ) -> SliceResult:
+        f = self.input
         return reconstruct_prepared(
             self.prepare(index) if prepared is None else prepared,
             self.load_prior(),
@@ -233,6 +280,8 @@ class ReconstructionJob:
             keep_draws=self.keep_draws,
             device=self.device,
             batch_size=self.batch_size,
+            interval_level=self.interval_level,
+            calibration=self.calibration,
             callback=on_step,
             on_batch=on_batch,
         )
@@ -271,5 +320,10 @@ class ReconstructionJob:
             "noise_std_used": [p.noise_std_used for p in prov] or None,
             "intensity_scale": [p.intensity_scale for p in prov] or None,
             "quantile_levels": list(self.quantile_levels) or None,
+            "interval_level": self.interval_level if self.draws >= 2 else None,
+            "calibrated": self.calibration is not None,
+            "calibration_lambda": None if self.calibration is None else self.calibration.lam,
+            # relative Monte-Carlo error of a std from `draws` draws (Gaussian: 1/sqrt(2(n-1)))
+            "std_relative_mc_error": std_mc_error(self.draws),
             "command": self.command,
         }

@@ -25,6 +25,7 @@ from diffrecon.mri.transforms import center_crop
 from diffrecon.results import SliceProvenance, SliceResult
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import Preset, as_preset
+from diffrecon.uncertainty.conformal import Calibration
 
 
 def reconstruct_prepared(
@@ -40,12 +41,21 @@ def reconstruct_prepared(
     keep_draws: bool = False,
     device: str = "cpu",
     batch_size: int | None = None,
+    interval_level: float | None = None,
+    calibration: Calibration | None = None,
     callback: Callable[[StepState], None] | None = None,
     on_batch: Callable[[SliceResult], None] | None = None,
     **overrides: Any,
 ) -> SliceResult:
     """Posterior summaries of a prepared slice. ``on_batch`` sees the running summary (no
-    quantiles or metrics) after each batch of draws, for streaming displays."""
+    quantiles, intervals or metrics) after each batch of draws, for streaming displays.
+
+    ``interval_level``: also give a central interval of the magnitude at that level, from a
+    conformal ``calibration`` when one is given, else from the draws' quantiles
+    (uncalibrated); two draws or more are needed."""
+    if calibration is not None and interval_level is None:
+        interval_level = calibration.level
+    want_interval = interval_level is not None and draws >= 2
     t0 = time.perf_counter()
     preset = as_preset(sampler, overrides)
     # the preset's floor (1% of the image scale by default): an underestimated noise level
@@ -73,9 +83,18 @@ def reconstruct_prepared(
         draws_mag = None
         if keep_draws and post.draws is not None:
             draws_mag = crop(magnitude(post.draws).double() * scale)
+        mean, std = crop(post.magnitude_mean * scale), crop(mag_std * scale)
+        lower = upper = std_cal = None
+        if final and want_interval:
+            if calibration is not None:
+                lower, upper = (a.astype(np.float32) for a in calibration.interval(mean, std))
+                std_cal = calibration.calibrated_std(mean, std).astype(np.float32)
+            elif post.draws is not None:
+                lo, hi = (1 - interval_level) / 2, (1 + interval_level) / 2  # type: ignore[operator]
+                lower, upper = crop(post.quantiles((lo, hi), magnitude_of=True) * scale)
         return SliceResult(
-            mean=crop(post.magnitude_mean * scale),
-            std=crop(mag_std * scale),
+            mean=mean,
+            std=std,
             draws_done=post.count,
             provenance=SliceProvenance(
                 record=post.record,
@@ -89,6 +108,11 @@ def reconstruct_prepared(
             zero_filled=zf,
             draws=draws_mag,
             quantiles=quants,
+            lower=lower,
+            upper=upper,
+            interval_level=interval_level if lower is not None else None,
+            calibrated=std_cal is not None,
+            std_calibrated=std_cal,
             seconds=time.perf_counter() - t0,
         )
 
@@ -102,7 +126,7 @@ def reconstruct_prepared(
         seed=seed,
         device=device,
         batch_size=batch_size,
-        keep_draws=keep_draws or bool(quantile_levels),
+        keep_draws=keep_draws or bool(quantile_levels) or (want_interval and calibration is None),
         callback=callback,
         on_batch=None if on_batch is None else (lambda p: on_batch(summarise(p, False))),
     )

@@ -41,6 +41,11 @@ class SliceResult:
     zero_filled: np.ndarray | None = None
     draws: np.ndarray | None = None
     quantiles: np.ndarray | None = None
+    lower: np.ndarray | None = None  # central interval at ``interval_level``
+    upper: np.ndarray | None = None
+    interval_level: float | None = None
+    calibrated: bool = False  # True: a conformal calibration, False: the draws' quantiles
+    std_calibrated: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 

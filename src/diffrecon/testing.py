@@ -10,23 +10,32 @@ from dataclasses import dataclass
 import torch
 
 from diffrecon.mri import cartesian_mask
-from diffrecon.operators import LinearOperator, MulticoilMRI
-from diffrecon.priors import GaussianPrior
+from diffrecon.operators import LinearOperator, MulticoilMRI, SinglecoilMRI
+from diffrecon.priors import GaussianPrior, GMMPrior
 
 
 @dataclass
-class GaussianMRIProblem:
-    prior: GaussianPrior
+class ExactProblem:
+    """An MRI problem whose posterior is known in closed form (Gaussian or Gaussian-mixture
+    prior, linear operator, Gaussian noise): ``post_mean`` and ``post_var`` are pixelwise
+    ``(2, H, W)``; ``post_cov`` is the dense covariance (Gaussian priors only)."""
+
+    prior: GaussianPrior | GMMPrior
     operator: LinearOperator
     x_true: torch.Tensor  # (1, 2, H, W)
     y: torch.Tensor  # (1, coils, H, W)
     noise_std: float
     post_mean: torch.Tensor  # (2, H, W)
-    post_cov: torch.Tensor  # (n, n)
+    post_var: torch.Tensor  # (2, H, W)
+    post_cov: torch.Tensor | None = None  # (n, n)
+    name: str = ""
 
     @property
     def post_std(self) -> torch.Tensor:
-        return self.post_cov.diagonal().sqrt().reshape(self.post_mean.shape)
+        return self.post_var.sqrt()
+
+
+GaussianMRIProblem = ExactProblem  # the name of the first (Gaussian-only) version
 
 
 def nonstationary_cov(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,12 +63,8 @@ def nonstationary_cov(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, cov
 
 
-def gaussian_mri_problem(
-    size: int = 16, coils: int = 4, accel: float = 3.0, noise_std: float = 0.02, seed: int = 0
-) -> GaussianMRIProblem:
-    mean, cov = nonstationary_cov(size)
-    prior = GaussianPrior(mean, cov)
-    g = torch.Generator().manual_seed(seed + 1)
+def coil_maps(size: int, coils: int) -> torch.Tensor:
+    """Smooth, normalised birdcage-like sensitivities ``(coils, size, size)`` complex128."""
     yy, xx = torch.meshgrid(
         torch.linspace(-1, 1, size, dtype=torch.float64),
         torch.linspace(-1, 1, size, dtype=torch.float64),
@@ -72,9 +77,50 @@ def gaussian_mri_problem(
         mag = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 1.5)
         maps.append(torch.polar(mag, ang + 0.5 * (xx + yy)))
     maps_t = torch.stack(maps)
-    maps_t = maps_t / maps_t.abs().pow(2).sum(0).sqrt()
-    mask = cartesian_mask(size, accel, 0.25, kind="equispaced", seed=seed).mask
-    op = MulticoilMRI(maps_t, mask)
+    return maps_t / maps_t.abs().pow(2).sum(0).sqrt()
+
+
+def exact_mri_problem(
+    size: int = 16,
+    coils: int = 4,
+    accel: float = 3.0,
+    noise_std: float = 0.02,
+    seed: int = 0,
+    *,
+    amplitude: float = 1.0,
+    mixture: bool = False,
+    name: str = "",
+) -> ExactProblem:
+    """A complex ``size``-square image, ``coils`` coils (1: single-coil Cartesian MRI, else
+    SENSE), an equispaced column mask at ``accel`` (centre fraction 0.25, or ``0.5 / accel``
+    above 3x), complex noise of ``noise_std`` per real component. The prior is the
+    non-stationary Gaussian of :func:`nonstationary_cov` scaled by ``amplitude`` or, with
+    ``mixture``, a two-component mixture of it and a shifted, narrower copy (a bright blob on
+    the right)."""
+    mean, cov = nonstationary_cov(size)
+    mean, cov = amplitude * mean, amplitude**2 * cov
+    if mixture:
+        yy, xx = torch.meshgrid(
+            torch.linspace(-1, 1, size, dtype=torch.float64),
+            torch.linspace(-1, 1, size, dtype=torch.float64),
+            indexing="ij",
+        )
+        blob = mean.clone()
+        blob[0] = blob[0] + 0.8 * amplitude * torch.exp(-((yy - 0.2) ** 2 + (xx - 0.4) ** 2) / 0.1)
+        prior: GaussianPrior | GMMPrior = GMMPrior(
+            torch.tensor([0.6, 0.4], dtype=torch.float64),
+            torch.stack([mean, blob]),
+            torch.stack([cov, 0.5 * cov]),
+        )
+    else:
+        prior = GaussianPrior(mean, cov)
+    g = torch.Generator().manual_seed(seed + 1)
+    center = 0.25 if accel <= 3 else 0.5 / accel  # room for outer lines at higher rates
+    mask = cartesian_mask(size, accel, center, kind="equispaced", seed=seed).mask
+    if coils == 1:
+        op: LinearOperator = SinglecoilMRI(mask, shape=(size, size))
+    else:
+        op = MulticoilMRI(coil_maps(size, coils), mask)
     x_true = prior.sample(1, generator=g)
     clean = op(x_true)
     noise = noise_std * torch.complex(
@@ -82,8 +128,43 @@ def gaussian_mri_problem(
         torch.randn(clean.shape, generator=g, dtype=torch.float64),
     )
     y = clean + torch.where(op.mask, noise, 0)
+    if mixture:
+        w, means, covs = prior.posterior(op, y, noise_std)
+        pm = (w[:, None, None, None] * means).sum(0)
+        second = covs.diagonal(dim1=1, dim2=2).reshape(means.shape) + means**2
+        pv = (w[:, None, None, None] * second).sum(0) - pm**2
+        return ExactProblem(prior, op, x_true, y, noise_std, pm, pv, None, name)
     pm, pc = prior.posterior(op, y, noise_std)
-    return GaussianMRIProblem(prior, op, x_true, y, noise_std, pm, pc)
+    pv = pc.diagonal().reshape(pm.shape)
+    return ExactProblem(prior, op, x_true, y, noise_std, pm, pv, pc, name)
+
+
+def gaussian_mri_problem(
+    size: int = 16, coils: int = 4, accel: float = 3.0, noise_std: float = 0.02, seed: int = 0
+) -> ExactProblem:
+    """The first exact case: Gaussian prior, SENSE (see :func:`exact_mri_problem`)."""
+    return exact_mri_problem(size, coils, accel, noise_std, seed, name="base")
+
+
+# The family every posterior sampler is measured on (bench/posterior_fidelity.py): amplitudes
+# 0.1 to 10, 1 to 12 coils, 2x to 6x, noise 0.005 to 0.1, Gaussian and mixture priors.
+EXACT_CASES: dict[str, dict] = {
+    "base": dict(coils=4, accel=3.0, noise_std=0.02),
+    "faint": dict(coils=8, accel=4.0, noise_std=0.005, amplitude=0.1),
+    "bright": dict(coils=4, accel=2.0, noise_std=0.1, amplitude=10.0),
+    "12coils-6x": dict(coils=12, accel=6.0, noise_std=0.02),
+    "2coils-2x": dict(coils=2, accel=2.0, noise_std=0.05),
+    "single-coil": dict(coils=1, accel=2.0, noise_std=0.02),
+    "noisy": dict(coils=4, accel=4.0, noise_std=0.1),
+    "mixture": dict(coils=4, accel=3.0, noise_std=0.02, mixture=True),
+}
+
+
+def exact_case(name: str, size: int = 16) -> ExactProblem:
+    """One case of :data:`EXACT_CASES` by name."""
+    if name not in EXACT_CASES:
+        raise ValueError(f"unknown exact case {name!r}; choose one of {', '.join(EXACT_CASES)}")
+    return exact_mri_problem(size=size, name=name, **EXACT_CASES[name])
 
 
 def fidelity(draws: torch.Tensor, problem: GaussianMRIProblem) -> tuple[float, float]:

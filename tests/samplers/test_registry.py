@@ -21,7 +21,8 @@ def test_resolve_splits_schedule_and_sampler_settings():
     assert p.settings()["sigma_min"] == PRESETS["daps-mri"]["sigma_min"]
     assert resolve("daps-mri", noise_floor=0.0).noise_floor == 0.0
     sig = p.schedule.sigmas(SigmaRange(0.002, 80.0, 0.5))
-    torch.testing.assert_close(sig, karras_sigmas(7, 0.02, 80.0, 7.0))
+    lo, hi = PRESETS["daps-mri"]["sigma_min"], PRESETS["daps-mri"]["sigma_max"]
+    torch.testing.assert_close(sig, karras_sigmas(7, lo, hi, 7.0))
     # a schedule's unset range is the denoiser's, and levels are clamped into it
     assert float(Schedule(steps=3).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == pytest.approx(5.0)
     assert float(Schedule(steps=3, sigma_max=50.0).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == 5.0

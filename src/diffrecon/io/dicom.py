@@ -95,7 +95,8 @@ def export_dicom(
     reference: str | Path | None = None,
     include_draws: bool = False,
 ) -> list[Path]:
-    """Write the mean, std (and optionally draws) of a result file as DICOM series."""
+    """Write the mean, std, the interval bounds when the file has them (and optionally the
+    draws) of a result file as DICOM series; non-finite maps are refused before writing."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -122,11 +123,21 @@ def export_dicom(
         ("mean", res.reconstruction, "diffrecon posterior mean |x|"),
         ("std", res.std, "diffrecon posterior std of |x|"),
     ]
+    if res.lower is not None and res.upper is not None:
+        kind = "calibrated" if res.calibrated else "uncalibrated"
+        level = f"{res.interval_level:.0%}" if res.interval_level is not None else ""
+        series.append(("lower", res.lower, f"diffrecon {level} interval lower ({kind})"))
+        series.append(("upper", res.upper, f"diffrecon {level} interval upper ({kind})"))
+    if res.std_calibrated is not None:
+        series.append(("std_calibrated", res.std_calibrated, "diffrecon calibrated std of |x|"))
     if include_draws:
         if res.draws is None:
             raise ValueError(f"{result_h5} holds no draws: reconstruct with --save-draws")
         for d in range(res.draws.shape[1]):
             series.append((f"draw{d:03d}", res.draws[:, d], f"diffrecon posterior draw {d}"))
+    for name, vol, _ in series:
+        if not np.isfinite(vol).all():
+            raise ValueError(f"{result_h5}: the {name} map holds NaN or inf; nothing was written")
     written: list[Path] = []
     for number, (name, vol, description) in enumerate(series, start=1):
         folder = out / name

@@ -2,9 +2,11 @@
 
 ``reconstruction`` (slices, H, W) float32 posterior-mean magnitude; ``std`` the posterior std
 of the magnitude; optional ``draws`` (slices, n, H, W, gzip, chunked per image) and
-``quantiles`` (slices, q, H, W) with attribute ``quantile_levels``; ``slice_indices``; file
-attributes with the sampler, its settings (JSON), seed, prior name and version (see
-:meth:`diffrecon.jobs.ReconstructionJob.attrs`).
+``quantiles`` (slices, q, H, W) with attribute ``quantile_levels``; ``lower`` / ``upper``
+(slices, H, W) the central interval at attribute ``interval_level`` (attribute
+``calibrated``: from a conformal calibration, with ``std_calibrated``, or from the draws'
+quantiles); ``slice_indices``; file attributes with the sampler, its settings (JSON), seed,
+prior name and version (see :meth:`diffrecon.jobs.ReconstructionJob.attrs`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ class Results:
     draws: np.ndarray | None = None
     quantiles: np.ndarray | None = None
     quantile_levels: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    std_calibrated: np.ndarray | None = None
+
+    @property
+    def interval_level(self) -> float | None:
+        v = self.attrs.get("interval_level")
+        return None if v is None or self.lower is None else float(v)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.attrs.get("calibrated", False)) and self.lower is not None
 
 
 def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = False) -> Path:
@@ -48,8 +62,12 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
     }
     if all(s.draws is not None for s in slices):
         data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
-    if all(s.quantiles is not None for s in slices):
-        data["quantiles"] = np.stack([s.quantiles for s in slices]).astype(np.float32)
+    for name in ("quantiles", "lower", "upper", "std_calibrated"):
+        if all(getattr(s, name) is not None for s in slices):
+            data[name] = np.stack([getattr(s, name) for s in slices]).astype(np.float32)
+    for name in ("reconstruction", "std", "lower", "upper", "std_calibrated"):
+        if name in data and not np.isfinite(data[name]).all():
+            raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
     flat = {
         k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v)
         for k, v in volume.attrs.items()
@@ -78,4 +96,7 @@ def read_results(path: str | Path) -> Results:
             quantile_levels=np.asarray(json.loads(attrs["quantile_levels"]))
             if "quantile_levels" in attrs
             else None,
+            lower=f["lower"][()] if "lower" in f else None,
+            upper=f["upper"][()] if "upper" in f else None,
+            std_calibrated=f["std_calibrated"][()] if "std_calibrated" in f else None,
         )

@@ -197,8 +197,50 @@ class LinearOperator(Operator):
             lambda v: scale * self.N._forward(v) + damping * v, b, tol=tol, max_iter=max_iter
         )
 
+    def solve_damped(
+        self,
+        b: torch.Tensor,
+        scale: float,
+        damping: float,
+        *,
+        x0: torch.Tensor | None = None,
+        tol: float = 1e-6,
+        max_iter: int = 100,
+    ) -> torch.Tensor:
+        """Solve ``(scale A^H A + damping I) x = b`` for any ``b`` (``damping > 0``).
+
+        With ``A^H A = c P`` (``P`` an orthogonal projection) the inverse is
+        ``I / d - s A^H A / (d (s c + d))`` in closed form; otherwise conjugate gradients,
+        warm-started from ``x0`` when given (the system is positive definite).
+        """
+        if not damping > 0:
+            raise ValueError(f"{self.name}.solve_damped needs damping > 0, got {damping}")
+        c = self._normal_projection_scale()
+        if c is not None:
+            return b / damping - self.N._forward(b) * (scale / (damping * (scale * c + damping)))
+        return conjugate_gradient(
+            lambda v: scale * self.N._forward(v) + damping * v, b, x0, tol=tol, max_iter=max_iter
+        )
+
     def _normal_projection_scale(self) -> float | None:
         return None
+
+    def normal_norm(self, like: torch.Tensor, iters: int = 30) -> float:
+        """``||A^H A|| = ||A||^2`` (the largest eigenvalue of the normal operator) for inputs
+        shaped like ``like[:1]``: exact for projections, power iteration otherwise (from a
+        fixed start, so the global RNG is untouched and the answer is reproducible)."""
+        c = self._normal_projection_scale()
+        if c is not None:
+            return float(c)
+        g = torch.Generator().manual_seed(0)
+        v = torch.randn(like[:1].shape, generator=g, dtype=torch.float64).to(like)
+        est = 0.0
+        for _ in range(iters):
+            v = v / v.norm().clamp_min(1e-30)
+            w = self.N._forward(v)
+            est = float((v * w).sum())
+            v = w
+        return est
 
 
 class Adjoint(LinearOperator):

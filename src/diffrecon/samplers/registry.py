@@ -107,7 +107,8 @@ class Preset:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DAPS-1K of the paper: 200 annealing levels x 5 ODE steps (1000 NFE), 100 Langevin steps;
-    # lr is left to DAPS's default tau^2 (the paper's 1e-4 at its tau = 0.01).
+    # lr is left to DAPS's default tau^2 (the paper's 1e-4 at its tau = 0.01). The paper's
+    # algorithm as published: not calibrated (std 1.3x the exact one on the base exact case).
     "daps-1k": {
         "sampler": "daps",
         "steps": 200,
@@ -118,26 +119,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "langevin_steps": 100,
         "lr_min_ratio": 0.01,
     },
-    # A quick setting for CPU previews: 50 levels x 2 ODE steps (100 NFE).
-    "daps-fast": {
-        "sampler": "daps",
-        "steps": 50,
-        "sigma_min": 0.1,
-        "sigma_max": 100.0,
-        "rho": 7.0,
-        "ode_steps": 2,
-        "langevin_steps": 50,
-        "lr_min_ratio": 0.01,
-    },
-    # For multicoil MRI with the default prior (tuned on held-out simulated slices, see
-    # docs/priors.md): a lower final level and a slower step decay than daps-fast.
+    # The calibrated DAPS (docs/uncertainty.md): for linear operators each level draws
+    # exactly from N(x0_hat, r_t^2 I) p(y | x0) (perturb-and-solve, no Langevin bias), from a
+    # Tweedie centre (one denoiser call: NFE = steps), with r_t^2 = s^2 sd^2 / (s^2 + sd^2)
+    # and a final level of 0.002. On every case of the exact family (diffrecon.testing) this
+    # gives std ratios 1.01-1.05 and zRMS <= 0.29 with 256 draws; 80 levels or fewer miss
+    # zRMS < 0.3 on some. On the demo slice: 30.3 dB against 28.8 for the Langevin version.
+    # Nonlinear operators fall back to Langevin steps (data_step "auto").
     "daps-mri": {
         "sampler": "daps",
-        "steps": 50,
-        "sigma_min": 0.02,
+        "steps": 100,
+        "sigma_min": 0.002,
         "sigma_max": 80.0,
         "rho": 7.0,
-        "ode_steps": 2,
+        "ode_steps": 1,
+        "data_step": "auto",
+        "r_t": "white",
+        "cg_iters": 50,
+        "langevin_steps": 50,
+        "lr_min_ratio": 0.1,
+    },
+    # daps-mri with cheaper solves (20 conjugate-gradient iterations for SENSE; closed form
+    # for masks and pooling either way).
+    "daps-fast": {
+        "sampler": "daps",
+        "steps": 100,
+        "sigma_min": 0.002,
+        "sigma_max": 80.0,
+        "rho": 7.0,
+        "ode_steps": 1,
+        "data_step": "auto",
+        "r_t": "white",
+        "cg_iters": 20,
         "langevin_steps": 50,
         "lr_min_ratio": 0.1,
     },
@@ -222,7 +235,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_PRESET = {
-    "daps": "daps-1k",
+    "daps": "daps-1k",  # the paper's algorithm and settings; calibrated: daps-mri, daps-fast
     "dps": "dps-1k",
     "pigdm": "pigdm-100",
     "cpigdm": "cpigdm-5",

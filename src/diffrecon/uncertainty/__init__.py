@@ -1,6 +1,17 @@
-"""Uncertainty from posterior draws: streaming moments, quantiles, calibration."""
+"""Uncertainty from posterior draws: streaming moments, quantiles, calibration checks
+against a known truth, and conformal calibration of intervals."""
 
 from diffrecon.uncertainty.calibration import coverage, z_scores
+from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report, std_mc_error
 from diffrecon.uncertainty.ensemble import Welford, quantiles
 
-__all__ = ["Welford", "coverage", "quantiles", "z_scores"]
+__all__ = [
+    "Calibration",
+    "Welford",
+    "calibrate",
+    "coverage",
+    "coverage_report",
+    "quantiles",
+    "std_mc_error",
+    "z_scores",
+]

@@ -1,0 +1,77 @@
+"""DAPS's exact data step against closed forms, and the calibrated presets on the family of
+exact posteriors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffrecon import reconstruct
+from diffrecon.operators import Inpainting, MulticoilMRI
+from diffrecon.samplers.common import NoiseSource
+from diffrecon.samplers.daps import gaussian_data_step
+from diffrecon.testing import EXACT_CASES, coil_maps, exact_case, fidelity
+
+
+def _dense(op, shape):
+    n = int(torch.tensor(shape).prod())
+    cols = op(torch.eye(n, dtype=torch.float64).reshape(n, *shape))
+    if cols.is_complex():
+        return torch.view_as_real(cols).reshape(n, -1).T
+    return cols.reshape(n, -1).T
+
+
+@pytest.mark.parametrize("kind", ["inpainting", "sense"])
+def test_gaussian_data_step_draws_the_exact_gaussian(kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "inpainting":
+        shape = (1, 4, 4)
+        op = Inpainting(torch.rand(4, 4, generator=g) > 0.4)
+    else:
+        shape = (2, 4, 4)
+        mask = torch.tensor([True, False, True, True])
+        op = MulticoilMRI(coil_maps(4, 3), mask)
+    n = int(torch.tensor(shape).prod())
+    center = torch.randn(1, *shape, generator=g, dtype=torch.float64)
+    y = op(torch.randn(1, *shape, generator=g, dtype=torch.float64))
+    r, tau, draws = 0.3, 0.1, 6000
+    amat = _dense(op, shape)
+    prec = torch.eye(n, dtype=torch.float64) / r**2 + amat.T @ amat / tau**2
+    cov = torch.linalg.inv(prec)
+    aty = op.adjoint(y)
+    mean = cov @ (center.reshape(-1) / r**2 + aty.reshape(-1) / tau**2)
+    c = center.expand(draws, *shape)
+    yb = y.expand(draws, *y.shape[1:])
+    e1 = NoiseSource(torch.Generator().manual_seed(1), c)()
+    like = torch.view_as_real(yb) if yb.is_complex() else yb
+    e2 = NoiseSource(torch.Generator().manual_seed(2), like)()
+    if yb.is_complex():
+        e2 = torch.view_as_complex(e2.contiguous())
+    z = gaussian_data_step(op, aty.expand_as(c), c, r, tau, e1, e2, cg_iters=200)
+    z = z.reshape(draws, -1)
+    se = cov.diagonal().sqrt() / draws**0.5
+    assert float(((z.mean(0) - mean) / se).abs().max()) < 4.5
+    ratio = z.var(0) / cov.diagonal()
+    assert float((ratio - 1).abs().max()) < 0.12  # sd of a variance ratio: sqrt(2/6000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(EXACT_CASES))
+def test_daps_mri_preset_is_calibrated_on_every_exact_case(case):
+    """The shipped `daps-mri` (exact data step, Tweedie centre, final level 0.002): std ratio
+    within [0.85, 1.15] and zRMS < 0.3 with 256 draws on every case of the family."""
+    p = exact_case(case)
+    post = reconstruct(
+        p.y.to(torch.complex64),
+        p.operator,
+        p.prior,
+        sampler="daps-mri",
+        draws=256,
+        noise_std=p.noise_std,
+        seed=0,
+        batch_size=256,
+    )
+    z_rms, ratio = fidelity(post.draws, p)
+    print(f"{case}: zRMS {z_rms:.3f} std ratio {ratio:.3f}")
+    assert z_rms < 0.3
+    assert 0.85 <= ratio <= 1.15

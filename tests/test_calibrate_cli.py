@@ -1,0 +1,131 @@
+"""`diffrecon calibrate` and calibrated intervals end to end on tiny files: the JSON, the
+intervals in result files, DICOM and napari, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pydicom
+
+from diffrecon.cli import main
+from diffrecon.io.results import read_results
+
+RUN = ["--sampler", "daps-fast", "--steps", "2", "--draws", "3", "--quiet"]
+
+
+def _calibrate(tmp_path, kfile, bundle, *extra):
+    out = tmp_path / "cal.json"
+    args = ["calibrate", str(kfile), "-o", str(out), "--prior", str(bundle), *RUN]
+    return main([*args, "--level", "0.5", *extra]), out
+
+
+def test_calibrate_then_reconstruct_with_calibrated_intervals(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    rc, cal_path = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle)
+    assert rc == 0, capsys.readouterr().err
+    line = capsys.readouterr().out
+    assert "2 slices" in line and "lambda" in line
+    cal = json.loads(cal_path.read_text())
+    assert cal["format"] == "diffrecon-calibration" and cal["level"] == 0.5
+    assert cal["valid_for"]["draws"] == 3 and cal["valid_for"]["prior"] == "tiny"
+    assert cal["calibration_slices"] == 2 and cal["lambda"] > 0
+    rep = cal["report"]
+    assert set(rep["gaussian"]["foreground"]) == {"0.5", "0.8", "0.9", "0.95"}
+    assert set(rep["quantile"]["foreground"]) == {"0.5", "0.8", "0.9", "0.95"}
+    assert cal_path.with_suffix(".png").stat().st_size > 1000
+
+    base = ["reconstruct", str(tiny_kspace_file), "--prior", str(tiny_bundle), *RUN]
+    out = tmp_path / "rec"
+    assert main([*base, "-o", str(out), "--calibration", str(cal_path)]) == 0
+    res = read_results(out / "tiny.h5")
+    assert res.calibrated and res.interval_level == 0.5
+    assert res.lower.shape == res.reconstruction.shape == res.std_calibrated.shape
+    assert (res.lower <= res.reconstruction).all() and (res.reconstruction <= res.upper).all()
+    half = (res.upper - res.reconstruction)[res.lower > 0]
+    assert np.all(half > 0)
+    assert res.attrs["calibration_lambda"] == cal["lambda"]
+    assert res.attrs["std_relative_mc_error"] == 1 / np.sqrt(4)
+
+    # exported and read back with the interval bounds
+    dcm = tmp_path / "dcm"
+    assert main(["export-dicom", str(out / "tiny.h5"), str(dcm)]) == 0
+    descriptions = {pydicom.dcmread(p).SeriesDescription for p in dcm.rglob("*.dcm")}
+    assert "diffrecon 50% interval lower (calibrated)" in descriptions
+    from diffrecon_napari import _io
+
+    names = [kw["name"] for _, kw, _ in _io.get_reader(str(out / "tiny.h5"))(str(out / "tiny.h5"))]
+    assert "tiny lower 50% (calibrated)" in names and "tiny upper 50% (calibrated)" in names
+
+    # a calibration made for other settings is refused before any work, naming the mismatch
+    other = tmp_path / "other"
+    assert (
+        main(
+            [
+                *base[:-5],
+                "--draws",
+                "4",
+                "--steps",
+                "2",
+                "--sampler",
+                "daps-fast",
+                "-o",
+                str(other),
+                "--calibration",
+                str(cal_path),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "draws is 4" in capsys.readouterr().err and not other.exists()
+
+
+def test_uncalibrated_intervals_come_from_the_draws(tmp_path, tiny_kspace_file, tiny_bundle):
+    out = tmp_path / "rec"
+    args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
+    assert main([*args, *RUN, "--slices", "0", "--interval-level", "0.8"]) == 0
+    res = read_results(out / "tiny.h5")
+    assert not res.calibrated and res.interval_level == 0.8 and res.std_calibrated is None
+    assert (res.lower <= res.upper).all()
+
+
+def test_calibrate_refuses_what_cannot_give_a_truth(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    masked = tmp_path / "masked.h5"
+    with h5py.File(tiny_kspace_file) as src, h5py.File(masked, "w") as f:
+        for k in src:
+            f.create_dataset(k, data=src[k][()])
+        f.create_dataset("mask", data=np.ones(src["kspace"].shape[-1], bool))
+    assert _calibrate(tmp_path, masked, tiny_bundle)[0] == 2
+    assert "'mask' dataset" in capsys.readouterr().err
+    zeroed = tmp_path / "zeroed.h5"
+    with h5py.File(tiny_kspace_file) as src, h5py.File(zeroed, "w") as f:
+        for k in src:
+            data = src[k][()]
+            if k == "kspace":
+                data[..., ::3] = 0
+            f.create_dataset(k, data=data)
+    assert _calibrate(tmp_path, zeroed, tiny_bundle)[0] == 2
+    assert "zero phase-encode columns" in capsys.readouterr().err
+    rc, out = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle, "--draws", "1")
+    assert rc == 2 and "needs a std" in capsys.readouterr().err
+    rc, out = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle, "--level", "0.9")
+    assert rc == 2 and "cannot guarantee 90%" in capsys.readouterr().err and not out.exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "other"}')
+    args = [
+        "reconstruct",
+        str(tiny_kspace_file),
+        "-o",
+        str(tmp_path / "r"),
+        "--prior",
+        str(tiny_bundle),
+        "--calibration",
+        str(bad),
+        *RUN,
+    ]
+    assert main(args) == 2 and "not a diffrecon-calibration" in capsys.readouterr().err
