@@ -111,3 +111,25 @@ def tiny_problem_posterior():
         noise_std=0.05,
         steps=5,
     )
+
+
+def test_non_finite_std_never_gives_an_interval_and_names_the_slice(
+    tiny_kspace_file, tiny_bundle, monkeypatch
+):
+    from diffrecon.jobs import ReconstructionJob
+    from diffrecon.uncertainty.conformal import NonFiniteStdError
+
+    rng = np.random.default_rng(5)
+    cal = calibrate(*_slices(4, rng), level=0.5, valid_for={}, version="x")
+    std = np.ones((4, 4))
+    std[1, 1] = np.inf
+    with pytest.raises(NonFiniteStdError, match="NaN or inf"):
+        cal.interval(np.ones((4, 4)), std)
+
+    def broken(*a, **k):
+        raise NonFiniteStdError("the posterior std holds NaN or inf")
+
+    monkeypatch.setattr("diffrecon.jobs.reconstruct_prepared", broken)
+    job = ReconstructionJob(tiny_kspace_file, prior=str(tiny_bundle), slices=[1])
+    with pytest.raises(NonFiniteStdError, match="tiny.h5 slice 1: the posterior std"):
+        job.run_slice(1)

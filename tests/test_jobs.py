@@ -117,3 +117,24 @@ def test_importing_the_dicom_writer_does_not_load_the_samplers():
     from diffrecon.priors import load  # the README's import
 
     assert callable(reconstruct) and callable(load) and __version__
+
+
+def test_data_residual_is_one_for_the_truth_at_the_noise_level(tiny_kspace_file, tiny_bundle):
+    """||y - A x|| / (noise sqrt(2 m)) is 1 (to Monte-Carlo error) for the image that made the
+    data, and far above for a wrong one."""
+    import dataclasses
+
+    import torch
+
+    prep = _job(tiny_kspace_file, tiny_bundle).prepare(1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *prep.y.shape[-2:], generator=g)
+    clean = prep.operator(x[None])
+    sigma = 0.05
+    noise = torch.complex(
+        torch.randn(clean.shape, generator=g), torch.randn(clean.shape, generator=g)
+    )
+    y = clean + sigma * torch.where(prep.operator.mask, noise, 0)
+    p = dataclasses.replace(prep, y=y.to(torch.complex64), noise_std=sigma)
+    assert p.data_residual(x) == pytest.approx(1.0, abs=0.05)
+    assert p.data_residual(torch.zeros_like(x)) > 5

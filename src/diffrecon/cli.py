@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diffrecon.samplers.registry import MRI_DEFAULT, offered
 
 
@@ -234,7 +236,23 @@ def _reconstruct(args: argparse.Namespace) -> None:
                 f", PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} (zero-filled "
                 f"{m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
             )
+        fits = [r.provenance.data_residual for r in results]
+        fits = [f for f in fits if f is not None]
+        if fits:
+            msg += f", data residual {np.median(fits):.2f} (1: fits to the noise)"
         print(f"{msg} -> {out}")
+        bad = [
+            i
+            for i, r in zip(job.slice_indices, results, strict=True)
+            if r.provenance.data_residual is not None
+            and not 0.5 <= r.provenance.data_residual <= 1.5
+        ]
+        if bad:
+            print(
+                f"diffrecon: warning: {name} slices {bad}: the posterior mean's data residual is "
+                "far from the noise level (check the noise estimate, --noise-std, coil maps)",
+                file=sys.stderr,
+            )
 
 
 def _calibrate(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from diffrecon.pipeline import reconstruct_prepared
 from diffrecon.results import SliceResult, VolumeResult
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve
-from diffrecon.uncertainty.conformal import Calibration, std_mc_error
+from diffrecon.uncertainty.conformal import Calibration, NonFiniteStdError, std_mc_error
 
 MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration region
 
@@ -255,10 +255,8 @@ class ReconstructionJob:
         f = self.input
         try:
             return self._reconstruct(index, on_step, on_batch, prepared)
-        except ValueError as err:
-            if "std holds NaN" in str(err):
-                raise ValueError(f"{f.path.name} slice {index}: {err}") from err
-            raise
+        except NonFiniteStdError as err:
+            raise NonFiniteStdError(f"{f.path.name} slice {index}: {err}") from err
 
     def _reconstruct(
         self,
@@ -318,6 +316,7 @@ class ReconstructionJob:
             "acquisition": f.attrs.get("acquisition"),
             "noise_std_estimate": [p.noise_std_estimate for p in prov] or None,
             "noise_std_used": [p.noise_std_used for p in prov] or None,
+            "data_residual": [p.data_residual for p in prov] or None,
             "intensity_scale": [p.intensity_scale for p in prov] or None,
             "quantile_levels": list(self.quantile_levels) or None,
             "interval_level": self.interval_level if self.draws >= 2 else None,

@@ -104,6 +104,7 @@ def reconstruct_prepared(
                 intensity_scale=scale,
                 noise_std_estimate=prepared.noise_std * scale,
                 noise_std_used=tau,
+                data_residual=prepared.data_residual(post.mean.float()) if final else None,
             ),
             zero_filled=zf,
             draws=draws_mag,

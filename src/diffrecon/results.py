@@ -27,6 +27,7 @@ class SliceProvenance:
     intensity_scale: float  # file units per scaled unit
     noise_std_estimate: float  # k-space noise per real component, file units
     noise_std_used: float  # the likelihood's level after the preset's floor, scaled units
+    data_residual: float | None = None  # ||y - A mean|| / (noise std sqrt(measured reals))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from diffrecon import reconstruct
 from diffrecon.operators import Inpainting, MulticoilMRI
 from diffrecon.samplers.common import NoiseSource
 from diffrecon.samplers.daps import gaussian_data_step
+from diffrecon.samplers.registry import offered, resolve
 from diffrecon.testing import EXACT_CASES, coil_maps, exact_case, fidelity
 
 
@@ -56,22 +57,34 @@ def test_gaussian_data_step_draws_the_exact_gaussian(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("preset", ["daps-mri", "daps-fast"])
 @pytest.mark.parametrize("case", list(EXACT_CASES))
-def test_daps_mri_preset_is_calibrated_on_every_exact_case(case):
-    """The shipped `daps-mri` (exact data step, Tweedie centre, final level 0.002): std ratio
-    within [0.85, 1.15] and zRMS < 0.3 with 256 draws on every case of the family."""
+def test_calibrated_daps_presets_on_every_exact_case(preset, case):
+    """The shipped `daps-mri` and `daps-fast` (exact data step, Tweedie centre, final level
+    0.002): std ratio within [0.85, 1.15] and zRMS < 0.3 with 256 draws on every case of the
+    family."""
+    assert resolve(preset).capabilities.posterior
     p = exact_case(case)
     post = reconstruct(
         p.y.to(torch.complex64),
         p.operator,
         p.prior,
-        sampler="daps-mri",
+        sampler=preset,
         draws=256,
         noise_std=p.noise_std,
         seed=0,
         batch_size=256,
     )
     z_rms, ratio = fidelity(post.draws, p)
-    print(f"{case}: zRMS {z_rms:.3f} std ratio {ratio:.3f}")
+    print(f"{preset} {case}: zRMS {z_rms:.3f} std ratio {ratio:.3f}")
     assert z_rms < 0.3
     assert 0.85 <= ratio <= 1.15
+
+
+def test_point_estimators_are_declared_and_not_the_default():
+    """C-ΠGDM and STSL are point estimators with noise: declared so, and the default preset of
+    every offer is a posterior sampler."""
+    assert not resolve("cpigdm-5").capabilities.posterior
+    assert not resolve("stsl-20").capabilities.posterior
+    mri = offered(linear=True, scalar_gram=False, noisy=True)
+    assert resolve(mri[0]).capabilities.posterior

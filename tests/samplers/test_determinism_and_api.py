@@ -134,7 +134,13 @@ def test_reconstruct_bad_input(problem):
     with pytest.raises(ValueError, match="pass shape"):
         reconstruct(torch.zeros(1, 1, 4, 4), SuperResolution(2), problem.prior, **FAST)
     with pytest.raises(ValueError, match="unstable"):
-        reconstruct(problem.y, *args, sampler="daps", draws=1, **{**FAST, "lr": 1.0})
+        reconstruct(
+            problem.y,
+            *args,
+            sampler="daps",
+            draws=1,
+            **{**FAST, "lr": 1.0, "data_step": "langevin"},
+        )
 
 
 def test_device_moves_priors_that_can_move(problem):

@@ -18,10 +18,11 @@ def test_resolve_splits_schedule_and_sampler_settings():
     p = resolve("daps-mri", steps=7, lr_min_ratio=0.5)
     assert p.sampler == "daps" and p.schedule.steps == 7 and p.hyper["lr_min_ratio"] == 0.5
     assert "steps" not in p.hyper and p.noise_floor == 0.01
-    assert p.settings()["sigma_min"] == PRESETS["daps-mri"]["sigma_min"]
+    assert p.settings()["sigma_min_data"] == PRESETS["daps-mri"]["sigma_min_data"]
     assert resolve("daps-mri", noise_floor=0.0).noise_floor == 0.0
     sig = p.schedule.sigmas(SigmaRange(0.002, 80.0, 0.5))
-    lo, hi = PRESETS["daps-mri"]["sigma_min"], PRESETS["daps-mri"]["sigma_max"]
+    # the final level scales with the prior's sigma_data: 0.04 x 0.5
+    lo, hi = 0.5 * PRESETS["daps-mri"]["sigma_min_data"], PRESETS["daps-mri"]["sigma_max"]
     torch.testing.assert_close(sig, karras_sigmas(7, lo, hi, 7.0))
     # a schedule's unset range is the denoiser's, and levels are clamped into it
     assert float(Schedule(steps=3).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == pytest.approx(5.0)

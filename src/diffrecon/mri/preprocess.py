@@ -88,6 +88,17 @@ class PreparedSlice:
     noise_estimated: bool
     zero_filled: torch.Tensor  # (2, H, W) A^H y (real, imaginary)
 
+    def data_residual(self, image: torch.Tensor) -> float | None:
+        """``||y - A x|| / (noise_std sqrt(2 m))`` for an image ``(2, H, W)`` in scaled units,
+        ``m`` the measured complex values: about 1 when ``x`` fits the data to the noise
+        level (a posterior mean somewhat below), far above when it does not."""
+        if not self.noise_std > 0:
+            return None
+        op = self.operator.to(image.device)
+        resid = op(image[None].to(self.y.real.dtype)) - self.y.to(image.device)
+        m = int(self.mask2d.sum()) * self.y.shape[1]
+        return float(resid.abs().pow(2).sum().sqrt() / (self.noise_std * np.sqrt(2 * m)))
+
     @property
     def mask2d(self) -> np.ndarray:
         h, w = self.y.shape[-2:]

@@ -66,7 +66,8 @@ class Schedule:
     ``spacing``: ``"karras"`` (EDM's rho-spacing, final 0 appended) or a path name (``"vp"``,
     ``"rf"``: uniform in that path's own time, no final 0, as the conjugate integrators use).
     ``sigma_min``/``sigma_max`` of ``None`` take the denoiser's trained range; levels are
-    always clamped into it.
+    always clamped into it. ``sigma_min_data`` (overrides ``sigma_min``) sets the final level
+    as a fraction of the denoiser's ``sigma_data``, so that it scales with the images.
     """
 
     steps: int = 100
@@ -74,12 +75,13 @@ class Schedule:
     sigma_max: float | None = None
     rho: float = 7.0
     spacing: str = "karras"
+    sigma_min_data: float | None = None
 
     def __post_init__(self) -> None:
         steps = self.steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        for name in ("sigma_min", "sigma_max"):
+        for name in ("sigma_min", "sigma_max", "sigma_min_data"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, numbers.Real) and 0 < v < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
@@ -102,6 +104,8 @@ class Schedule:
     def sigmas(self, prior_range: SigmaRange) -> torch.Tensor:
         """The levels for a denoiser trained on ``prior_range`` (float64, decreasing)."""
         lo = prior_range.sigma_min if self.sigma_min is None else self.sigma_min
+        if self.sigma_min_data is not None:
+            lo = self.sigma_min_data * prior_range.sigma_data
         hi = prior_range.sigma_max if self.sigma_max is None else self.sigma_max
         if self.spacing == "karras":
             levels = karras_sigmas(self.steps, lo, hi, self.rho)

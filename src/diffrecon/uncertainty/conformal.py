@@ -29,6 +29,10 @@ STD_FLOOR = 1e-3  # the std is floored at this fraction of the slice's 99th-perc
 FOREGROUND = 0.1  # foreground: truth above this fraction of the slice's maximum
 
 
+class NonFiniteStdError(ValueError):
+    """A posterior std with NaN or inf: no interval is formed from it."""
+
+
 def std_mc_error(draws: int) -> float | None:
     """Relative standard error of a std estimated from ``draws`` draws, ``1 / sqrt(2 (n -
     1))`` for Gaussian draws (``None`` below two draws): 8 draws give 27%, 32 give 13%."""
@@ -42,7 +46,7 @@ def effective_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     m = np.asarray(mean, dtype=np.float64)
     s = np.asarray(std, dtype=np.float64)
     if not np.isfinite(s).all():
-        raise ValueError("the posterior std holds NaN or inf: no interval can be formed")
+        raise NonFiniteStdError("the posterior std holds NaN or inf: no interval can be formed")
     scale = np.percentile(m, 99, axis=(-2, -1), keepdims=True)
     return np.maximum(s, STD_FLOOR * np.maximum(scale, 1e-30))
 
