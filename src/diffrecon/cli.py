@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files")
     rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     _run_options(rec)
+    rec.add_argument(
+        "--maps",
+        type=Path,
+        default=None,
+        help="coil maps instead of ESPIRiT's: .npy or .h5 (dataset 'maps'), complex "
+        "(coils, H, W) or (slices, coils, H, W), H after the readout crop",
+    )
     rec.add_argument("--save-draws", action="store_true")
     rec.add_argument("--quantiles", default=None, help="e.g. 0.05,0.5,0.95")
     rec.add_argument(
@@ -194,6 +201,7 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
             keep_draws=args.save_draws,
             interval_level=level if args.draws >= 2 else None,
             calibration=calibration,
+            maps=args.maps,
         )
         job.check_settings()
         if out.exists() and not args.overwrite:

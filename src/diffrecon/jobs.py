@@ -99,6 +99,9 @@ class ReconstructionJob:
     path or a loaded denoiser (loaded once by :meth:`load_prior`). ``sampler`` and
     ``overrides``: a preset name and replacements of its settings (``steps``...).
     ``noise_std``: k-space noise per real component (default: estimated per slice).
+    ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
+    (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
+    for each slice of the input (``H`` after the readout crop).
     ``interval_level``: central intervals written beside mean and std (from the draws'
     quantiles, or from ``calibration``, a conformal calibration that must fit the run).
     ``command``: the command line that asked for the job, recorded in the results.
@@ -120,6 +123,7 @@ class ReconstructionJob:
     crop_readout: bool = True
     interval_level: float | None = 0.9
     calibration: Calibration | None = None
+    maps: str | Path | np.ndarray | None = None
     command: str | None = None
 
     # -- what the settings resolve to (each computed once) ----------------------------------
@@ -163,6 +167,45 @@ class ReconstructionJob:
         f = self.input
         padding = f.header.padding if f.header is not None else None
         return self.mask.build(self.kspace_shape, f.mask, padding, file_name=f.path.name)
+
+    @cached_property
+    def user_maps(self) -> np.ndarray | None:
+        """The user's coil maps as an array, checked against the slices' shape."""
+        if self.maps is None:
+            return None
+        m = self.maps
+        if isinstance(m, str | Path):
+            p = Path(m)
+            if p.suffix == ".npy":
+                m = np.load(p, allow_pickle=False)
+            elif p.suffix in (".h5", ".hdf5"):
+                import h5py
+
+                with h5py.File(p, "r") as f:
+                    if "maps" not in f:
+                        raise ValueError(f"{p}: no 'maps' dataset")
+                    m = f["maps"][()]
+            else:
+                raise ValueError(f"--maps must be a .npy or .h5 file, got {p.name}")
+        m = np.asarray(m)
+        shape = self.input.shape
+        want = (shape[1] if len(shape) == 4 else 1, *self.kspace_shape)
+        if not np.iscomplexobj(m) or m.shape[-3:] != want or m.ndim not in (3, 4):
+            raise ValueError(
+                f"coil maps must be complex (coils, H, W) = {want} or (slices, {want[0]}, "
+                f"{want[1]}, {want[2]}), got {m.dtype} {m.shape}"
+            )
+        if m.ndim == 4 and m.shape[0] != self.input.num_slices:
+            raise ValueError(
+                f"coil maps hold {m.shape[0]} slices, the input {self.input.num_slices}"
+            )
+        if not np.isfinite(m).all():
+            raise ValueError("the coil maps contain NaN or inf")
+        return m
+
+    def maps_for(self, index: int) -> np.ndarray | None:
+        m = self.user_maps
+        return m if m is None or m.ndim == 3 else m[index]
 
     @property
     def prior_name(self) -> str:
@@ -220,6 +263,7 @@ class ReconstructionJob:
         if w < MIN_COLUMNS:
             raise ValueError(f"{self.input.path}: only {w} phase-encode columns")
         _ = self.sampling_mask  # impossible acceleration, a missing file mask -> ValueError
+        _ = self.user_maps  # unreadable or misshapen coil maps -> ValueError
         self.input.kspace(self.slice_indices[0])  # NaN in the first selected slice
 
     def load_prior(self) -> Any:
@@ -241,7 +285,9 @@ class ReconstructionJob:
     def prepare(self, index: int) -> PreparedSlice:
         """Slice ``index`` read, masked and preprocessed (coil maps, scale, noise estimate)."""
         k = self.input.kspace(index, crop_readout=self.crop_readout)
-        return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std)
+        return prepare_slice(
+            k, self.sampling_mask, noise_std=self.noise_std, maps=self.maps_for(index)
+        )
 
     def run_slice(
         self,

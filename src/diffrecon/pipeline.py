@@ -99,7 +99,8 @@ def reconstruct_prepared(
             provenance=SliceProvenance(
                 record=post.record,
                 mask=prepared.mask.numpy(),
-                maps=f"espirit(calib_width={prepared.calib_width}, crop=0)",
+                maps=prepared.maps_source,
+                maps_used=prepared.maps.numpy() if final else None,
                 calib_width=prepared.calib_width,
                 intensity_scale=scale,
                 noise_std_estimate=prepared.noise_std * scale,

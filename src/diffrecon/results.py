@@ -28,6 +28,7 @@ class SliceProvenance:
     noise_std_estimate: float  # k-space noise per real component, file units
     noise_std_used: float  # the likelihood's level after the preset's floor, scaled units
     data_residual: float | None = None  # ||y - A mean|| / (noise std sqrt(measured reals))
+    maps_used: np.ndarray | None = None  # (coils, H, W) complex64, as the operator used them
 
 
 @dataclass

@@ -5,8 +5,9 @@ of the magnitude; optional ``draws`` (slices, n, H, W, gzip, chunked per image) 
 ``quantiles`` (slices, q, H, W) with attribute ``quantile_levels``; ``lower`` / ``upper``
 (slices, H, W) the central interval at attribute ``interval_level`` (attribute
 ``calibrated``: from a conformal calibration, with ``std_calibrated``, or from the draws'
-quantiles); ``slice_indices``; file attributes with the sampler, its settings (JSON), seed,
-prior name and version (see :meth:`diffrecon.jobs.ReconstructionJob.attrs`).
+quantiles); ``mask`` (the sampling mask used) and ``maps`` (slices, coils, H, W, the coil
+maps the operator used, gzip); ``slice_indices``; file attributes with the sampler, its
+settings (JSON), seed, prior name and version (see :meth:`diffrecon.jobs.ReconstructionJob.attrs`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Results:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     std_calibrated: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    maps: np.ndarray | None = None
 
     @property
     def interval_level(self) -> float | None:
@@ -65,6 +68,12 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
     for name in ("quantiles", "lower", "upper", "std_calibrated"):
         if all(getattr(s, name) is not None for s in slices):
             data[name] = np.stack([getattr(s, name) for s in slices]).astype(np.float32)
+    prov = [s.provenance for s in slices]
+    if all(p is not None for p in prov):
+        # the sampling mask (one per file) and the coil maps (per slice) the operator used
+        data["mask"] = np.asarray(prov[0].mask, dtype=bool)
+        if all(p.maps_used is not None for p in prov):
+            data["maps"] = np.stack([p.maps_used for p in prov]).astype(np.complex64)
     for name in ("reconstruction", "std", "lower", "upper", "std_calibrated"):
         if name in data and not np.isfinite(data[name]).all():
             raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
@@ -73,7 +82,7 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         for k, v in volume.attrs.items()
         if v is not None
     }
-    return write_atomic_h5(Path(path), data, flat, overwrite=overwrite)
+    return write_atomic_h5(Path(path), data, flat, compress=("draws", "maps"), overwrite=overwrite)
 
 
 def read_results(path: str | Path) -> Results:
@@ -99,4 +108,6 @@ def read_results(path: str | Path) -> Results:
             lower=f["lower"][()] if "lower" in f else None,
             upper=f["upper"][()] if "upper" in f else None,
             std_calibrated=f["std_calibrated"][()] if "std_calibrated" in f else None,
+            mask=f["mask"][()] if "mask" in f else None,
+            maps=f["maps"][()] if "maps" in f else None,
         )

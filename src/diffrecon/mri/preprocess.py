@@ -10,6 +10,7 @@ the scaled image; ``scale`` takes results back to the file's units.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,12 +82,13 @@ class PreparedSlice:
     operator: MulticoilMRI
     y: torch.Tensor  # (1, coils, H, W) complex64, scaled, zero where unsampled
     mask: torch.Tensor  # as given: (W,) or (H, W) bool
-    maps: torch.Tensor  # (coils, H, W) complex64 ESPIRiT maps, uncropped
+    maps: torch.Tensor  # (coils, H, W) complex64: ESPIRiT's (uncropped) or the user's
     scale: float  # file units per scaled unit
     calib_width: int
     noise_std: float  # per real component of y: the estimate, or the given value / scale
     noise_estimated: bool
     zero_filled: torch.Tensor  # (2, H, W) A^H y (real, imaginary)
+    maps_source: str = "espirit"  # how the maps were made
 
     def data_residual(self, image: torch.Tensor) -> float | None:
         """``||y - A x|| / (noise_std sqrt(2 m))`` for an image ``(2, H, W)`` in scaled units,
@@ -115,11 +117,13 @@ def prepare_slice(
     *,
     noise_std: float | None = None,
     calib_width: int | None = None,
+    maps: Any = None,
 ) -> PreparedSlice:
     """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
 
     ``noise_std``: the k-space noise per real component in file units (default: estimated
-    from the data); ``calib_width``: ESPIRiT's calibration width (default: the ACS square).
+    from the data); ``calib_width``: ESPIRiT's calibration width (default: the ACS square);
+    ``maps``: coil sensitivities ``(coils, H, W)`` to use instead of ESPIRiT's.
     """
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
@@ -135,7 +139,18 @@ def prepare_slice(
     y_s = y / scale
     # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
     # not the prior alone, decide them (cropped maps leave them in A's null space)
-    maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
+    espirit = maps is None
+    if maps is None:
+        maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
+    else:
+        maps = torch.as_tensor(np.asarray(maps, dtype=np.complex64))
+        if tuple(maps.shape) != k.shape:
+            raise ValueError(
+                f"the coil maps {tuple(maps.shape)} do not fit the k-space slice {k.shape} "
+                "(coils, H, W after the readout crop)"
+            )
+        if not bool(torch.isfinite(maps).all()):
+            raise ValueError("the coil maps contain NaN or inf")
     op = MulticoilMRI(maps, mask)
     y_t = torch.from_numpy(y_s)[None]
     sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
@@ -149,4 +164,5 @@ def prepare_slice(
         noise_std=sigma,
         noise_estimated=noise_std is None,
         zero_filled=op.adjoint(y_t)[0],
+        maps_source=f"espirit(calib_width={calib_width}, crop=0)" if espirit else "user",
     )
