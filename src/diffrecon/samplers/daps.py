@@ -14,7 +14,8 @@ Each level: (1) ODE to an estimate ``x0_hat``; (2) Langevin MCMC on
 ``p(x0 | x_t, y) ∝ N(x0; x0_hat, r_t^2 I) p(y | x0)``; (3) re-noise to the next level.
 For linear operators step (2) can instead be one exact draw from that Gaussian
 (``data_step="exact"``, perturb-and-solve): no Langevin bias, and the calibrated presets use
-it with a Tweedie centre (``ode_steps=1``) and a final level of 0.01 (``docs/uncertainty.md``).
+it with a Tweedie centre (``ode_steps=1``), ``r_t="white"`` and a final level of 4% of the
+prior's ``sigma_data`` (``docs/uncertainty.md``).
 """
 
 from __future__ import annotations
