@@ -138,8 +138,6 @@ def main() -> None:
     rows = []
     for i, it in enumerate(test_items):
         fg = foreground(it["truth"])
-        lo, hi = cal.interval(it["mean"], it["std"])
-        inside = (it["truth"] >= lo) & (it["truth"] <= hi)
         qi, qj = QUANTILES.index(0.05), QUANTILES.index(0.95)
         q_in = (it["truth"] >= it["quantiles"][qi]) & (it["truth"] <= it["quantiles"][qj])
         err = np.abs(it["truth"] - it["mean"])
@@ -148,7 +146,7 @@ def main() -> None:
             {
                 "slice": i,
                 "psnr": float(it["psnr"]),
-                "calibrated_90": float(inside[fg].mean()),
+                "calibrated_90": cal.foreground_coverage(it["truth"], it["mean"], it["std"]),
                 "quantile_90": float(q_in[fg].mean()),
                 "gaussian_90": float(g_in[fg].mean()),
                 "std_error_corr": float(np.corrcoef(it["std"][fg], err[fg])[0, 1]),

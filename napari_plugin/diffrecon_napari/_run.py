@@ -7,6 +7,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,11 @@ class Request:
         if self.mask_kind not in ("random", "equispaced", "file"):
             raise ValueError(f"unknown mask type {self.mask_kind!r}")
 
+    @cached_property
     def job(self) -> ReconstructionJob:
-        """The job the CLI would build for the same file, slice and settings."""
+        """The job the CLI would build for the same file, slice and settings: built once, so
+        the running reconstruction and the layers it streams share one opened file, one
+        calibration and one loaded prior (whose name the layers' attributes record)."""
         from diffrecon.calibration_run import read_calibration
 
         overrides = dict(self.overrides)
@@ -86,7 +90,7 @@ class Request:
 def run(request: Request, on_step=None, on_batch=None) -> SliceResult:
     """Validate the request's job and reconstruct its slice; returns the final result."""
     request.check()
-    job = request.job().validate()
+    job = request.job.validate()
     return job.run_slice(request.slice_index, on_step=on_step, on_batch=on_batch)
 
 
@@ -130,7 +134,7 @@ def request_layers(result: SliceResult, request: Request, final: bool) -> list[L
 
     from diffrecon.mri.transforms import center_crop
 
-    job = request.job()
+    job = request.job
     target = None
     if final:
         t = job.input.target(request.slice_index)

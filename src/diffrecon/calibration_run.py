@@ -26,7 +26,7 @@ import torch
 from diffrecon._version import __version__
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.transforms import center_crop
-from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report, foreground
+from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 QUANTILES = (0.025, 0.05, 0.1, 0.25, 0.75, 0.9, 0.95, 0.975)
@@ -93,11 +93,9 @@ def calibrate_files(
                 on_slice(job.input.path.name, idx, time.perf_counter() - t1)
     cal = calibrate(truths, means, stds, level, keys[0], __version__)
     report = coverage_report(truths, means, stds, quants, QUANTILES, LEVELS)
-    covered = []
-    for t, m, s in zip(truths, means, stds, strict=True):
-        lo, hi = cal.interval(m, s) if np.isfinite(cal.lam) else (m * 0 - np.inf, m * 0 + np.inf)
-        fg = foreground(t)
-        covered.append(float(((t >= lo) & (t <= hi))[fg].mean()))
+    covered = [
+        cal.foreground_coverage(t, m, s) for t, m, s in zip(truths, means, stds, strict=True)
+    ]
     report["calibrated_foreground_coverage_per_slice"] = covered
     report["calibrated_foreground_coverage_mean"] = float(np.mean(covered))
     report["seconds"] = time.perf_counter() - t0

@@ -299,36 +299,27 @@ class ReconstructionJob:
         """Reconstruct slice ``index`` of the input (``on_batch`` sees running summaries);
         ``prepared``: its :meth:`prepare` output when the caller already has it."""
         f = self.input
+        prepared = self.prepare(index) if prepared is None else prepared
         try:
-            return self._reconstruct(index, on_step, on_batch, prepared)
+            return reconstruct_prepared(
+                prepared,
+                self.load_prior(),
+                sampler=self.preset,
+                draws=self.draws,
+                seed=self.seed,
+                out_size=f.recon_size,
+                target=f.target(index),
+                quantile_levels=self.quantile_levels,
+                keep_draws=self.keep_draws,
+                device=self.device,
+                batch_size=self.batch_size,
+                interval_level=self.interval_level,
+                calibration=self.calibration,
+                callback=on_step,
+                on_batch=on_batch,
+            )
         except NonFiniteStdError as err:
             raise NonFiniteStdError(f"{f.path.name} slice {index}: {err}") from err
-
-    def _reconstruct(
-        self,
-        index: int,
-        on_step: Callable[[StepState], None] | None,
-        on_batch: Callable[[SliceResult], None] | None,
-        prepared: PreparedSlice | None,
-    ) -> SliceResult:
-        f = self.input
-        return reconstruct_prepared(
-            self.prepare(index) if prepared is None else prepared,
-            self.load_prior(),
-            sampler=self.preset,
-            draws=self.draws,
-            seed=self.seed,
-            out_size=f.recon_size,
-            target=f.target(index),
-            quantile_levels=self.quantile_levels,
-            keep_draws=self.keep_draws,
-            device=self.device,
-            batch_size=self.batch_size,
-            interval_level=self.interval_level,
-            calibration=self.calibration,
-            callback=on_step,
-            on_batch=on_batch,
-        )
 
     def run(self, on_step: Callable[[StepState], None] | None = None) -> VolumeResult:
         """Validate, then reconstruct every selected slice."""
@@ -336,10 +327,9 @@ class ReconstructionJob:
         results = [self.run_slice(i, on_step=on_step) for i in self.slice_indices]
         return self.volume(results)
 
-    def volume(self, results: list[SliceResult], indices: list[int] | None = None) -> VolumeResult:
-        """The slices reconstructed so far, with the result-file attributes."""
-        idx = self.slice_indices if indices is None else indices
-        return VolumeResult(list(results), list(idx), self.attrs(results))
+    def volume(self, results: list[SliceResult]) -> VolumeResult:
+        """The selected slices' results, with the result-file attributes."""
+        return VolumeResult(list(results), list(self.slice_indices), self.attrs(results))
 
     def attrs(self, results: list[SliceResult]) -> dict[str, Any]:
         """Result-file attributes: what was run, on what, with which prior, mask and noise."""

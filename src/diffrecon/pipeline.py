@@ -90,8 +90,7 @@ def reconstruct_prepared(
                 lower, upper = (a.astype(np.float32) for a in calibration.interval(mean, std))
                 std_cal = calibration.calibrated_std(mean, std).astype(np.float32)
             elif post.draws is not None:
-                lo, hi = (1 - interval_level) / 2, (1 + interval_level) / 2  # type: ignore[operator]
-                lower, upper = crop(post.quantiles((lo, hi), magnitude_of=True) * scale)
+                lower, upper = (crop(b * scale) for b in post.intervals(interval_level))
         return SliceResult(
             mean=mean,
             std=std,

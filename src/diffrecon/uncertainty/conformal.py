@@ -170,6 +170,14 @@ class Calibration:
         half = self.lam * effective_std(mean, std)
         return np.maximum(mean - half, 0.0), mean + half
 
+    def foreground_coverage(self, truth: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+        """The fraction of a slice's foreground pixels inside the calibrated interval (all of
+        them when the calibration admits only infinite intervals)."""
+        if not math.isfinite(self.lam):
+            return 1.0
+        lo, hi = self.interval(mean, std)
+        return float(((truth >= lo) & (truth <= hi))[foreground(truth)].mean())
+
     def calibrated_std(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         """The std rescaled so that ``mean +- z std`` is the calibrated interval at ``level``
         (``z`` the normal quantile)."""
