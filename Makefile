@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # Reference implementation used only by tests (imported by file path, never by the library).
 FASTMRI_REF := fastmri==0.3.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-real clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.base
 	$(PY) bench/operators.py
+
+# the real-anatomy benchmark (issue 12): hours on a 2-core CPU, resumable (rows cached)
+bench-real: $(VENV)/.base
+	$(PIP) install -q -e ".[bench]"
+	command -v bart >/dev/null || (apt-get install -y bart >/dev/null 2>&1 || echo "no bart: its rows are skipped")
+	$(PY) bench/real_anatomy.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

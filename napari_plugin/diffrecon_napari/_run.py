@@ -14,12 +14,12 @@ from typing import Any
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.results import SliceResult
-from diffrecon.samplers.registry import MRI_DEFAULT, offered
+from diffrecon.samplers.registry import MRI_DEFAULT, offered_for_mri
 from diffrecon_napari._layers import LayerData, result_layers
 
 # What the widget offers: the presets whose capabilities allow noisy multicoil SENSE data
 # (C-ΠGDM's noisy extension needs A A^H = c I, which SENSE lacks, so it is not among them).
-SAMPLERS = tuple(offered(linear=True, scalar_gram=False, noisy=True))
+SAMPLERS = tuple(offered_for_mri())
 
 
 class Cancelled(Exception):

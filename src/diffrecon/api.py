@@ -15,6 +15,7 @@ from diffrecon._version import __version__
 from diffrecon.complex import magnitude
 from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
+from diffrecon.priors.wrappers import SupportDenoiser
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import Preset, as_preset
 from diffrecon.uncertainty.conformal import Calibration
@@ -122,6 +123,7 @@ def reconstruct(
     device: str | torch.device | None = None,
     callback: Callable[[StepState], None] | None = None,
     on_batch: Callable[[Posterior], None] | None = None,
+    support: Any = None,
     **overrides: Any,
 ) -> Posterior:
     """Draw ``draws`` posterior samples of the image behind one measurement ``y``.
@@ -137,6 +139,8 @@ def reconstruct(
     uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
     running summary after each batch (for streaming displays). With ``device``, the
     operator, ``y`` and a prior that has ``.to`` (learned priors) are moved there.
+    ``support``: an ``(H, W)`` bool mask of where the image may be non-zero (e.g. where coil
+    maps are); the prior is restricted to it and every draw is zero outside it.
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
@@ -160,6 +164,15 @@ def reconstruct(
     if device is not None and callable(getattr(prior, "to", None)):
         prior.to(dev)  # learned priors hold a network; exact priors follow their input
 
+    support_t = None
+    if support is not None:
+        prior = SupportDenoiser(prior, support)
+        support_t = prior.support.to(dev)
+        ishape = operator.ishape
+        if ishape is not None and tuple(support_t.shape) != tuple(ishape[-2:]):
+            raise ValueError(
+                f"support {tuple(support_t.shape)} does not match the image {format_shape(ishape)}"
+            )
     sigmas = preset.schedule.sigmas(denoiser_range(prior))
     gens = draw_generators(seed, draws, dev)
     batch = max(1, min(batch_size or 16, draws))
@@ -192,6 +205,8 @@ def reconstruct(
             torch.cuda.empty_cache()
             continue
         x = x.detach()
+        if support_t is not None:
+            x = x * support_t.to(x.dtype)
         stats.update(x)
         if x.shape[1] == 2:
             mag_stats.update(magnitude(x))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from diffrecon.samplers.registry import MRI_DEFAULT, offered
+from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,8 +112,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sampler",
         default=MRI_DEFAULT,
-        help=f"sampler or preset: {', '.join(offered(linear=True, scalar_gram=False, noisy=True))}"
-        " (or a sampler name: daps, dps, pigdm, zaps, stsl)",
+        help=f"preset validated for MRI: {', '.join(offered_for_mri())}; other presets and "
+        "sampler names (daps-1k, dps-1k, pigdm-20, zaps-20, stsl-20, ...) run with a warning",
     )
     p.add_argument("--draws", type=int, default=8)
     p.add_argument("--accel", type=float, default=4.0)
@@ -221,6 +221,9 @@ def _reconstruct(args: argparse.Namespace) -> None:
     from diffrecon.io.results import write_results
 
     jobs = _jobs(args)
+    warning = mri_warning(args.sampler)
+    if warning is not None:
+        print(f"diffrecon: warning: {warning}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     for job in jobs:
         t0 = time.perf_counter()

@@ -130,6 +130,7 @@ def reconstruct_prepared(
         keep_draws=keep_draws or bool(quantile_levels) or (want_interval and calibration is None),
         callback=callback,
         on_batch=None if on_batch is None else (lambda p: on_batch(summarise(p, False))),
+        support=prepared.support,
     )
     result = summarise(post, True)
     if target is not None:

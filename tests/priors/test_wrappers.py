@@ -110,3 +110,28 @@ def test_flow_matching_wrapper_reproduces_the_exact_denoiser(data_at):
     assert den.sigma_min < 0.01 and den.sigma_max > 100
     with pytest.raises(ValueError, match="data_at"):
         FlowMatchingDenoiser(velocity, data_at="half")
+
+
+def test_support_denoiser_restricts_the_prior_and_checks_its_mask():
+    from diffrecon.api import reconstruct
+    from diffrecon.operators import MulticoilMRI
+    from diffrecon.priors import GaussianPrior, SupportDenoiser
+
+    support = torch.zeros(4, 4, dtype=torch.bool)
+    support[1:3, 1:3] = True
+    prior = GaussianPrior(torch.zeros(2, 4, 4), torch.eye(32))
+    d = SupportDenoiser(prior, support)
+    out = d(torch.randn(3, 2, 4, 4), torch.full((3,), 0.5))
+    assert torch.all(out[..., ~support] == 0) and torch.any(out[..., support] != 0)
+    assert d.sigma_data == prior.sigma_data  # the range attributes are the prior's
+    with pytest.raises(ValueError, match="2-D bool mask"):
+        SupportDenoiser(prior, support.float())
+    with pytest.raises(ValueError, match="support is empty"):
+        SupportDenoiser(prior, torch.zeros(4, 4, dtype=torch.bool))
+    maps = torch.ones(2, 4, 4, dtype=torch.complex64) / 2**0.5
+    op = MulticoilMRI(maps, torch.ones(4, dtype=torch.bool))
+    y = op(torch.randn(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="does not match the image"):
+        reconstruct(y, op, prior, sampler="daps-fast", draws=1, support=torch.ones(3, 3) > 0)
+    post = reconstruct(y, op, prior, sampler="daps-fast", draws=2, steps=3, support=support)
+    assert torch.all(post.draws[..., ~support] == 0)

@@ -67,6 +67,11 @@ def l1_wavelet_baseline(
     """
     maps = prepared.maps
     if crop > 0:
-        maps = espirit_maps(prepared.y[0], calib_width=prepared.calib_width, crop=crop)
+        maps = espirit_maps(
+            prepared.y[0],
+            calib_width=prepared.calib_width,
+            region=prepared.calib_region,
+            crop=crop,
+        )
     img = l1_wavelet_recon(prepared.y[0], maps, lamda=lamda, max_iter=max_iter, mask=prepared.mask)
     return img * prepared.scale

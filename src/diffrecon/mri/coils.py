@@ -1,4 +1,13 @@
-"""Coil sensitivity maps by ESPIRiT (SigPy's ``EspiritCalib``), returned as torch tensors."""
+"""Coil sensitivity maps by ESPIRiT, calibrated on a rectangular auto-calibration region.
+
+SigPy's ``EspiritCalib`` calibrates on an ``N x N`` square around the k-space centre. A
+fastMRI column mask samples a *band*: every readout row times the ACS columns. The square
+keeps ``N^2`` of its points and throws the rest away; with 7 to 10 ACS lines that leaves too
+few calibration blocks and SigPy's maps degrade or come back NaN. :func:`espirit_maps`
+implements the same algorithm (Uecker et al., MRM 2014: calibration matrix, its signal
+subspace, per-pixel eigenvectors by power iteration, as SigPy does it) in torch on any
+fully sampled rectangle; :func:`calibration_region` finds that rectangle from a mask.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +17,127 @@ import numpy as np
 import torch
 
 from diffrecon._checks import as_tensor, check_finite, check_ndim
+from diffrecon.operators.fft import ifft2c
+
+Region = tuple[slice, slice]
+
+
+def calibration_region(mask2d: Any, min_size: int = 6) -> Region:
+    """The largest fully sampled rectangle around the k-space centre, as (rows, cols) slices.
+
+    Grows a square from the centre while it is fully sampled, then the rows and the columns
+    separately, one line on each side at a time: a column mask gives the whole band (all
+    readout rows x the ACS columns), a 2-D mask with a square ACS gives that square.
+    """
+    m = np.asarray(mask2d, dtype=bool)
+    h, w = m.shape
+    cy, cx = h // 2, w // 2
+    if not m[cy, cx]:
+        raise ValueError("the k-space centre is not sampled: no auto-calibration region")
+    top, bottom, left, right = cy, cy + 1, cx, cx + 1  # half-open bounds
+
+    def full(t: int, b: int, lft: int, r: int) -> bool:
+        return 0 <= t and b <= h and 0 <= lft and r <= w and bool(m[t:b, lft:r].all())
+
+    while full(top - 1, bottom + 1, left - 1, right + 1):
+        top, bottom, left, right = top - 1, bottom + 1, left - 1, right + 1
+    for _ in range(h):  # rows, one per side while possible
+        grown = False
+        if full(top - 1, bottom, left, right):
+            top, grown = top - 1, True
+        if full(top, bottom + 1, left, right):
+            bottom, grown = bottom + 1, True
+        if not grown:
+            break
+    for _ in range(w):
+        grown = False
+        if full(top, bottom, left - 1, right):
+            left, grown = left - 1, True
+        if full(top, bottom, left, right + 1):
+            right, grown = right + 1, True
+        if not grown:
+            break
+    if min(bottom - top, right - left) < min_size:
+        raise ValueError(
+            f"the fully sampled centre is only {bottom - top}x{right - left}; ESPIRiT's kernel "
+            f"needs at least {min_size} lines each way"
+        )
+    return slice(top, bottom), slice(left, right)
+
+
+def centre_region(shape: tuple[int, int], width: int) -> Region:
+    """A ``width x width`` square around the centre (SigPy's calibration region)."""
+    h, w = shape
+    ch, cw = min(width, h), min(width, w)
+    t, left = h // 2 - ch // 2, w // 2 - cw // 2
+    return slice(t, t + ch), slice(left, left + cw)
+
+
+def _calibration_kernels(calib: torch.Tensor, kernel_width: int, thresh: float) -> torch.Tensor:
+    """Right singular vectors of the block-Hankel calibration matrix above ``thresh`` times
+    the largest singular value, as kernels ``(K, coils, k, k)``."""
+    c = calib.shape[0]
+    k = kernel_width
+    blocks = calib.unfold(1, k, 1).unfold(2, k, 1)  # (C, nh, nw, k, k)
+    mat = blocks.permute(1, 2, 0, 3, 4).reshape(-1, c * k * k)
+    _, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    keep = s > thresh * s[0]
+    return vh[keep].reshape(-1, c, k, k)
 
 
 def espirit_maps(
     kspace: Any,
-    calib_width: int = 24,
+    calib_width: int | None = 24,
     thresh: float = 0.02,
     kernel_width: int = 6,
     crop: float = 0.95,
     max_iter: int = 100,
+    region: Region | None = None,
 ) -> torch.Tensor:
     """ESPIRiT coil maps ``(coils, H, W)`` complex64 from (undersampled) k-space.
 
-    ``kspace`` is complex ``(coils, H, W)`` with a fully sampled ``calib_width`` center
-    (the auto-calibration lines); maps are zero outside the ``crop``-thresholded support.
+    ``kspace`` is complex ``(coils, H, W)``. The calibration data are ``region`` (rows, cols
+    slices, e.g. from :func:`calibration_region`) or else the ``calib_width`` square around
+    the centre, which must be fully sampled. Maps are unit-norm eigenvectors of the ESPIRiT
+    operator, phase-referenced to the first coil, and zero where the eigenvalue is at most
+    ``crop`` (``crop=0`` keeps every pixel: uncropped maps).
     """
-    import sigpy.mri
-
     k = as_tensor("kspace", kspace)
     check_ndim("kspace", k, (3,), "(coils, H, W)")
     if not k.is_complex():
         raise ValueError(f"kspace must be complex, got dtype {k.dtype}")
     check_finite("kspace", k)
-    if calib_width > min(k.shape[-2:]):
-        raise ValueError(f"calib_width={calib_width} exceeds the k-space size {tuple(k.shape)}")
-    arr = k.detach().cpu().numpy().astype(np.complex64)
-    maps = sigpy.mri.app.EspiritCalib(
-        arr,
-        calib_width=calib_width,
-        thresh=thresh,
-        kernel_width=kernel_width,
-        crop=crop,
-        max_iter=max_iter,
-        show_pbar=False,
-    ).run()
-    return torch.from_numpy(np.asarray(maps, dtype=np.complex64))
+    h, w = k.shape[-2:]
+    if region is None:
+        if calib_width is None or calib_width > min(h, w):
+            raise ValueError(f"calib_width={calib_width} exceeds the k-space size {tuple(k.shape)}")
+        region = centre_region((h, w), calib_width)
+    k = k.detach().cpu().to(torch.complex128)
+    calib = k[:, region[0], region[1]]
+    if min(calib.shape[1:]) < kernel_width:
+        raise ValueError(
+            f"the calibration region {tuple(calib.shape[1:])} is smaller than the "
+            f"kernel width {kernel_width}"
+        )
+    kernels = _calibration_kernels(calib, kernel_width, thresh)
+    c = k.shape[0]
+    # image-space kernels: zero-padded to the image, centred inverse FFT; their Gram per
+    # pixel, sum_k K_k K_k^H, has the coil sensitivities as eigenvectors of eigenvalue ~1
+    gram = torch.zeros(h, w, c, c, dtype=torch.complex128)
+    pad_t, pad_l = h // 2 - kernel_width // 2, w // 2 - kernel_width // 2
+    for chunk in kernels.split(16):
+        padded = torch.zeros(chunk.shape[0], c, h, w, dtype=torch.complex128)
+        padded[..., pad_t : pad_t + kernel_width, pad_l : pad_l + kernel_width] = chunk
+        img = ifft2c(padded).permute(2, 3, 1, 0)  # (H, W, C, K)
+        gram += img @ img.conj().transpose(-1, -2)
+    gram *= h * w / kernel_width**2
+    v = torch.ones(h, w, c, 1, dtype=torch.complex128)
+    for _ in range(max_iter):
+        v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(1e-30)
+        v = gram @ v
+    eig = torch.linalg.vector_norm(v, dim=-2)[..., 0]
+    maps = (v / eig[..., None, None].clamp_min(1e-30))[..., 0].permute(2, 0, 1)
+    ref = maps[0]
+    maps = maps * torch.where(ref.abs() > 0, ref.conj() / ref.abs().clamp_min(1e-30), 1)
+    maps = maps * (eig > crop)
+    return maps.to(torch.complex64).contiguous()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from diffrecon.complex import magnitude
-from diffrecon.mri.coils import espirit_maps
+from diffrecon.mri.coils import Region, calibration_region, centre_region, espirit_maps
 from diffrecon.operators.fft import ifft2c
 from diffrecon.operators.mri import MulticoilMRI
 
@@ -89,6 +89,8 @@ class PreparedSlice:
     noise_estimated: bool
     zero_filled: torch.Tensor  # (2, H, W) A^H y (real, imaginary)
     maps_source: str = "espirit"  # how the maps were made
+    calib_region: Region | None = None  # ESPIRiT's calibration rectangle (rows, cols)
+    support: torch.Tensor | None = None  # (H, W) bool where the maps are; None: everywhere
 
     def data_residual(self, image: torch.Tensor) -> float | None:
         """``||y - A x|| / (noise_std sqrt(2 m))`` for an image ``(2, H, W)`` in scaled units,
@@ -122,7 +124,8 @@ def prepare_slice(
     """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
 
     ``noise_std``: the k-space noise per real component in file units (default: estimated
-    from the data); ``calib_width``: ESPIRiT's calibration width (default: the ACS square);
+    from the data); ``calib_width``: calibrate ESPIRiT on this centre square (default: the
+    whole fully sampled ACS rectangle, e.g. every readout row x the ACS columns);
     ``maps``: coil sensitivities ``(coils, H, W)`` to use instead of ESPIRiT's.
     """
     k = np.asarray(kspace, dtype=np.complex64)
@@ -135,13 +138,21 @@ def prepare_slice(
     y = np.where(m2d, k, 0).astype(np.complex64)
     if calib_width is None:
         calib_width = calibration_width(m2d)
+        region = None
+        if maps is None:
+            try:
+                region = calibration_region(m2d)
+            except ValueError:  # ACS narrower than the kernel: the (partly empty) square
+                region = centre_region((h, w), calib_width)
+    else:
+        region = centre_region((h, w), calib_width)
     scale = intensity_scale(y, calib_width)
     y_s = y / scale
     # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
     # not the prior alone, decide them (cropped maps leave them in A's null space)
     espirit = maps is None
     if maps is None:
-        maps = espirit_maps(y_s, calib_width=calib_width, crop=0.0)
+        maps = espirit_maps(y_s, region=region, crop=0.0)
     else:
         maps = torch.as_tensor(np.asarray(maps, dtype=np.complex64))
         if tuple(maps.shape) != k.shape:
@@ -153,6 +164,12 @@ def prepare_slice(
             raise ValueError("the coil maps contain NaN or inf")
     op = MulticoilMRI(maps, mask)
     y_t = torch.from_numpy(y_s)[None]
+    # maps that vanish somewhere (cropped to the object, as SigPy and BART crop them) leave
+    # the image there unmeasured: the sampler then keeps it zero rather than inventing it
+    power = maps.abs().pow(2).sum(0)
+    support = power > 1e-6 * float(power.max())
+    if not bool(support.any()):
+        raise ValueError("the coil maps are zero everywhere")
     sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
     return PreparedSlice(
         operator=op,
@@ -164,5 +181,12 @@ def prepare_slice(
         noise_std=sigma,
         noise_estimated=noise_std is None,
         zero_filled=op.adjoint(y_t)[0],
-        maps_source=f"espirit(calib_width={calib_width}, crop=0)" if espirit else "user",
+        maps_source=(
+            f"espirit(region={region[0].stop - region[0].start}x"
+            f"{region[1].stop - region[1].start}, crop=0)"
+            if espirit
+            else "user"
+        ),
+        calib_region=region,
+        support=None if bool(support.all()) else support,
     )

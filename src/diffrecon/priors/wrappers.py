@@ -186,3 +186,36 @@ class X0Denoiser:
 
     def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         return self.net(x, sigma_batch(sigma, x))
+
+
+class SupportDenoiser:
+    """A denoiser restricted to a known support: ``D_s(x, sigma) = s * D(x, sigma)``.
+
+    With coil maps that are zero outside the object, the image there is in the SENSE
+    operator's null space: nothing measures it, and an unrestricted prior fills it with
+    texture. Restricting the prior to images that vanish outside ``support`` (``(H, W)``
+    bool, broadcast over channels) constrains it instead. ``sigma_min`` and the other range
+    attributes are the wrapped denoiser's.
+    """
+
+    def __init__(
+        self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], support: Any
+    ) -> None:
+        s = torch.as_tensor(support)
+        if s.dtype != torch.bool or s.ndim != 2:
+            raise ValueError(
+                f"support must be a 2-D bool mask (H, W), got {s.dtype} {tuple(s.shape)}"
+            )
+        if not bool(s.any()):
+            raise ValueError("support is empty: no pixel left to reconstruct")
+        self.denoiser = denoiser
+        self.support = s
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = self.denoiser(x, sigma)
+        return out * self.support.to(device=out.device, dtype=out.dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("denoiser", "support"):
+            raise AttributeError(name)
+        return getattr(self.denoiser, name)
