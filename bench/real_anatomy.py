@@ -300,6 +300,7 @@ def main() -> None:
     ap.add_argument("--prior", default="brain-mri-default")
     ap.add_argument("--fresh", action="store_true", help="ignore cached rows")
     ap.add_argument("--tag", default="", help="suffix for the method names (a variant run)")
+    ap.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -313,6 +314,9 @@ def main() -> None:
         for line in cache_path.read_text().splitlines():
             r = json.loads(line)
             cache[(r["case"], r["method"])] = r
+    if args.table:
+        print(markdown(sorted(cache.values(), key=lambda r: (r["case"], r["method"]))))
+        return
     prior = load(args.prior)
 
     def record(row: dict) -> None:
@@ -361,6 +365,32 @@ def main() -> None:
     rows = sorted(cache.values(), key=lambda r: (r["case"], r["method"]))
     write_csv(RESULTS / "real_anatomy.csv", rows)
     summary(rows)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The results as a markdown table per case (for docs/benchmarks.md)."""
+    out = []
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_case.setdefault(r["case"], {})[r["method"]] = r
+    order = ["zero-filled", "l1-wavelet", "bart-pics"]
+    out.append("| case | method | PSNR (dB) | SSIM | s | NFE | notes |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for case, methods in by_case.items():
+        names = [m for m in order if m in methods] + sorted(m for m in methods if m not in order)
+        for m in names:
+            r = methods[m]
+            notes = []
+            if "lambda" in r:
+                notes.append(f"lambda {r['lambda']:g}, crop {r.get('crop', '')}")
+            if "data_residual" in r:
+                notes.append(f"data residual {r['data_residual']}")
+            secs = r.get("seconds", "")
+            out.append(
+                f"| {case} | {m} | {r['psnr']:.2f} | {r['ssim']:.3f} | {secs} | "
+                f"{r.get('nfe', '')} | {'; '.join(notes)} |"
+            )
+    return "\n".join(out)
 
 
 def summary(rows: list[dict]) -> None:

@@ -71,13 +71,15 @@ def test_mask_is_seeded_by_the_file_name_once_per_file(tiny_kspace_file, tiny_bu
 
 
 def test_array_input_reconstructs_like_the_file(tiny_kspace_file, tiny_bundle):
-    """An in-memory k-space array (readout already cropped) named like the file gives the
-    file's mask, preprocessing and draws."""
+    """An in-memory k-space array (oversampled readout and its recon size) named like the
+    file gives the file's mask, preprocessing and draws."""
     f = open_fastmri(tiny_kspace_file)
-    kspace = np.stack([f.kspace(i, crop_readout=True) for i in range(f.num_slices)])
+    kspace = np.stack([f.kspace(i) for i in range(f.num_slices)])
     targets = np.stack([f.target(i) for i in range(f.num_slices)])
     from_file = _job(tiny_kspace_file, tiny_bundle).run()
-    array = ArrayInput(kspace, name=tiny_kspace_file.name, target_images=targets)
+    array = ArrayInput(
+        kspace, name=tiny_kspace_file.name, target_images=targets, readout_crop=f.readout_crop
+    )
     from_array = _job(array, tiny_bundle).run()
     np.testing.assert_allclose(from_array.slices[0].mean, from_file.slices[0].mean, rtol=1e-5)
     assert from_array.slices[0].metrics == pytest.approx(from_file.slices[0].metrics)
@@ -191,3 +193,26 @@ def test_cropped_user_maps_constrain_the_background_instead_of_inventing_it(
         dataclasses.replace(prep, support=None), prior, sampler="daps-fast", draws=2, **FAST
     )
     assert np.abs(free.mean[~support]).mean() > 0.1 * free.mean[support].mean()
+
+
+def test_espirit_calibrates_on_the_whole_readout_before_the_crop(tiny_kspace_file, tiny_bundle):
+    """A 2x oversampled readout: ESPIRiT sees the full acquired field of view (where the coil
+    sensitivities are smooth and periodic) and its maps are cropped with the image."""
+    import torch
+
+    from diffrecon.mri.coils import calibration_region, espirit_maps
+    from diffrecon.mri.transforms import center_crop
+
+    job = _job(tiny_kspace_file, tiny_bundle)
+    prep = job.prepare(1)
+    full = job.input.kspace(1, crop_readout=False)
+    assert prep.maps_source.startswith(f"espirit(readout {full.shape[-2]} cropped to 40")
+    m = np.broadcast_to(job.sampling_mask.numpy(), full.shape[-2:])
+    try:
+        region = calibration_region(m)
+    except ValueError:  # the tiny file's ACS is narrower than a kernel
+        region = None
+    if region is not None:
+        ref = espirit_maps(np.where(m, full, 0) / prep.scale, region=region, crop=0)
+        assert torch.allclose(prep.maps, center_crop(ref, prep.maps.shape[-2:]), atol=1e-5)
+    assert prep.maps.shape == (4, 40, 32)

@@ -29,6 +29,7 @@ from diffrecon._version import __version__
 from diffrecon.io.fastmri import FastMRIFile, open_fastmri, parse_slices
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
+from diffrecon.mri.transforms import remove_readout_oversampling
 from diffrecon.pipeline import reconstruct_prepared
 from diffrecon.results import SliceResult, VolumeResult
 from diffrecon.samplers.common import StepState
@@ -42,14 +43,16 @@ MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration re
 class ArrayInput:
     """k-space held in memory, laid out as a fastMRI file's ``kspace``: ``(slices, coils, H,
     W)`` complex; ``mask`` ``(W,)`` or ``(H, W)`` when it is already undersampled; ``target``
-    ``(slices, h, w)`` reference magnitudes for the metrics. Reads like a
-    :class:`~diffrecon.io.fastmri.FastMRIFile`."""
+    ``(slices, h, w)`` reference magnitudes for the metrics; ``readout_crop``: the recon
+    size of an oversampled readout (``H`` is then the acquired one, cropped as a file's is).
+    Reads like a :class:`~diffrecon.io.fastmri.FastMRIFile`."""
 
     data: np.ndarray
     name: str = "array"
     mask: np.ndarray | None = None
     target_images: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    readout_crop: int | None = None
 
     def __post_init__(self) -> None:
         d = np.asarray(self.data)
@@ -57,7 +60,6 @@ class ArrayInput:
             raise ValueError(f"k-space array must be complex (slices, coils, H, W), got {d.shape}")
 
     header = None
-    readout_crop = None
 
     @property
     def path(self) -> Path:
@@ -73,12 +75,14 @@ class ArrayInput:
 
     @property
     def recon_size(self) -> tuple[int, int]:
-        return int(self.data.shape[-2]), int(self.data.shape[-1])
+        return self.readout_crop or int(self.data.shape[-2]), int(self.data.shape[-1])
 
     def kspace(self, index: int, crop_readout: bool = False) -> np.ndarray:
         k = np.asarray(self.data[index], dtype=np.complex64)
         if not np.isfinite(k).all():
             raise ValueError(f"{self.name}: kspace slice {index} contains NaN or inf")
+        if crop_readout and self.readout_crop is not None:
+            k = remove_readout_oversampling(k, self.readout_crop)
         return k
 
     def target(self, index: int) -> np.ndarray | None:
@@ -284,10 +288,15 @@ class ReconstructionJob:
     # -- the work ---------------------------------------------------------------------------
     def prepare(self, index: int) -> PreparedSlice:
         """Slice ``index`` read, masked and preprocessed (coil maps, scale, noise estimate)."""
-        k = self.input.kspace(index, crop_readout=self.crop_readout)
-        return prepare_slice(
-            k, self.sampling_mask, noise_std=self.noise_std, maps=self.maps_for(index)
-        )
+        maps = self.maps_for(index)
+        crop = self.input.readout_crop if self.crop_readout else None
+        if crop is None or maps is not None:
+            k = self.input.kspace(index, crop_readout=self.crop_readout)
+            return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std, maps=maps)
+        # ESPIRiT calibrates on the whole acquired readout; the sampler sees the crop
+        full = self.input.kspace(index, crop_readout=False)
+        k = remove_readout_oversampling(full, crop)
+        return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std, calib_kspace=full)
 
     def run_slice(
         self,

