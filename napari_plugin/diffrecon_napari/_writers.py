@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from diffrecon.io.atomic import refuse_overwriting_inputs
 from diffrecon_napari._layers import LayerData, volume_from_layers
 
 
@@ -13,6 +14,8 @@ def write_h5(path: str, layers: list[LayerData]) -> list[str]:
     from diffrecon.io.results import write_results
 
     volume = volume_from_layers(layers)
+    # napari's save dialog has asked before replacing ``path``; an input never is
+    refuse_overwriting_inputs([path], [volume.attrs.get("input")])
     return [str(write_results(Path(path), volume, overwrite=True))]
 
 
@@ -26,5 +29,10 @@ def write_dicom(path: str, layers: list[LayerData]) -> list[str]:
     volume = volume_from_layers(layers)  # validate before writing anything
     with tempfile.TemporaryDirectory() as tmp:
         h5 = write_results(Path(tmp) / "result.h5", volume)
-        files = export_dicom(h5, out_dir, include_draws=volume.slices[0].draws is not None)
+        files = export_dicom(
+            h5,
+            out_dir,
+            include_draws=volume.slices[0].draws is not None,
+            overwrite=True,  # napari's save dialog has asked; series are replaced whole
+        )
     return [str(f) for f in files]

@@ -16,7 +16,7 @@ from diffrecon.complex import magnitude
 from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
 from diffrecon.priors.wrappers import SupportDenoiser
-from diffrecon.samplers.common import StepState
+from diffrecon.samplers.common import NonFiniteSampleError, StepState, finite_guard
 from diffrecon.samplers.registry import Preset, as_preset
 from diffrecon.uncertainty.conformal import Calibration
 from diffrecon.uncertainty.ensemble import Welford
@@ -177,6 +177,7 @@ def reconstruct(
     gens = draw_generators(seed, draws, dev)
     batch = max(1, min(batch_size or 16, draws))
 
+    guard = finite_guard(f"{preset.name!r} ({preset.sampler})", callback)
     stats, mag_stats = Welford(), Welford()
     kept: list[torch.Tensor] = []
     t0 = time.perf_counter()
@@ -194,7 +195,7 @@ def reconstruct(
                 noise_std=noise_std,
                 generator=gens[start:stop],
                 shape=shape,
-                callback=callback,
+                callback=guard,
                 **preset.hyper,
             )
         except torch.cuda.OutOfMemoryError:
@@ -205,6 +206,10 @@ def reconstruct(
             torch.cuda.empty_cache()
             continue
         x = x.detach()
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteSampleError(
+                f"sampler {preset.name!r} ({preset.sampler}) returned NaN or inf draws"
+            )
         if support_t is not None:
             x = x * support_t.to(x.dtype)
         stats.update(x)

@@ -12,8 +12,6 @@ valid for, next to a reliability diagram (PNG).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from diffrecon._version import __version__
+from diffrecon.io.atomic import atomic_file
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.transforms import center_crop
 from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report
@@ -107,18 +106,9 @@ def calibrate_files(
 def write_calibration(path: Path, cal: Calibration, overwrite: bool = False) -> Path:
     """The calibration as JSON (atomically) and its reliability diagram beside it."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path} exists: pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(cal.as_dict(), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "w") as fh:
+        json.dump(cal.as_dict(), fh, indent=2, sort_keys=True)
+        fh.write("\n")
     reliability_diagram(path.with_suffix(".png"), cal)
     return path
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from diffrecon.io.atomic import check_writable_folder, refuse_overwriting_inputs
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
 
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         help="DICOM file whose patient/study fields are copied",
     )
     dcm.add_argument("--draws", action="store_true", help="also export each draw")
+    dcm.add_argument(
+        "--overwrite", action="store_true", help="replace existing series folders whole"
+    )
 
     demo = sub.add_parser("demo", help="reconstruct a simulated brain slice with the default prior")
     demo.add_argument("-o", "--out", type=Path, default=Path("out/demo"))
@@ -188,9 +192,11 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
                 f"--interval-level {level} differs from the calibration's {calibration.level}"
             )
         level = calibration.level
+    check_writable_folder(args.out)
     jobs, seen = [], set()
     for path in args.inputs:
         out = args.out / path.name
+        refuse_overwriting_inputs([args.out, out], [*args.inputs, args.maps, args.calibration])
         if out in seen:
             raise BadInput(f"two inputs named {path.name} would write the same output")
         seen.add(out)
@@ -269,6 +275,8 @@ def _reconstruct(args: argparse.Namespace) -> None:
 def _calibrate(args: argparse.Namespace) -> None:
     from diffrecon.calibration_run import calibrate_files, write_calibration
 
+    refuse_overwriting_inputs([args.out], [*args.inputs, getattr(args, "maps", None)])
+    check_writable_folder(args.out.parent)
     if args.out.exists() and not args.overwrite:
         raise BadInput(f"{args.out} exists: pass --overwrite to replace it")
     if not 0 < args.level < 1:
@@ -329,7 +337,14 @@ def _export(args: argparse.Namespace) -> None:
 
     if not args.result.exists():
         raise BadInput(f"{args.result}: no such file")
-    files = export_dicom(args.result, args.out, reference=args.reference, include_draws=args.draws)
+    check_writable_folder(args.out)
+    files = export_dicom(
+        args.result,
+        args.out,
+        reference=args.reference,
+        include_draws=args.draws,
+        overwrite=args.overwrite,
+    )
     print(f"wrote {len(files)} DICOM files under {args.out}")
 
 

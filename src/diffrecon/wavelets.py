@@ -73,7 +73,9 @@ class DWT2:
         out = x.clone()
         h, w = x.shape[-2:]
         for _ in range(self.levels):
-            out[..., :h, :w] = self._apply(out[..., :h, :w], self._analysis_1d)
+            level = self._apply(out[..., :h, :w], self._analysis_1d)
+            out = out.clone()  # the level just read may be saved for autograd: write a copy
+            out[..., :h, :w] = level
             h, w = h // 2, w // 2
         return out
 
@@ -83,7 +85,9 @@ class DWT2:
         out = c.clone()
         sizes = [(c.shape[-2] >> k, c.shape[-1] >> k) for k in range(self.levels)]
         for h, w in reversed(sizes):
-            out[..., :h, :w] = self._inverse_level(out[..., :h, :w])
+            level = self._inverse_level(out[..., :h, :w])
+            out = out.clone()
+            out[..., :h, :w] = level
         return out
 
     def _inverse_level(self, c: torch.Tensor) -> torch.Tensor:

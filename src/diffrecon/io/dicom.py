@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from diffrecon._version import __version__
+from diffrecon.io.atomic import OutputExistsError, atomic_folder, refuse_overwriting_inputs
 from diffrecon.io.results import read_results
 
 SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
@@ -94,9 +95,13 @@ def export_dicom(
     out_dir: str | Path,
     reference: str | Path | None = None,
     include_draws: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write the mean, std, the interval bounds when the file has them (and optionally the
-    draws) of a result file as DICOM series; non-finite maps are refused before writing."""
+    draws) of a result file as DICOM series, one folder each; non-finite maps are refused
+    before writing. Each series is built in a fresh temporary folder and swapped into place
+    whole, so an interrupted export leaves no half series and an earlier export's files are
+    never mixed in; existing series folders are refused unless ``overwrite``."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -138,18 +143,26 @@ def export_dicom(
     for name, vol, _ in series:
         if not np.isfinite(vol).all():
             raise ValueError(f"{result_h5}: the {name} map holds NaN or inf; nothing was written")
+    refuse_overwriting_inputs([out, *(out / name for name, _, _ in series)], [result_h5, reference])
+    if not overwrite:
+        for name, _, _ in series:
+            if (out / name).exists():
+                raise OutputExistsError(f"{out / name} exists: pass --overwrite to replace it")
     written: list[Path] = []
     for number, (name, vol, description) in enumerate(series, start=1):
-        folder = out / name
-        folder.mkdir(parents=True, exist_ok=True)
         series_uid = generate_uid()
-        for i, img in enumerate(vol):
-            ds = _dataset(
-                np.asarray(img, dtype=np.float64), series_uid, study, number, i + 1, description
-            )
-            path = folder / f"{i + 1:04d}.dcm"
-            ds.save_as(str(path), enforce_file_format=True)
-            written.append(path)
+        with atomic_folder(out / name, overwrite=overwrite) as tmp:
+            for i, img in enumerate(vol):
+                ds = _dataset(
+                    np.asarray(img, dtype=np.float64),
+                    series_uid,
+                    study,
+                    number,
+                    i + 1,
+                    description,
+                )
+                ds.save_as(str(tmp / f"{i + 1:04d}.dcm"), enforce_file_format=True)
+        written.extend(out / name / f"{i + 1:04d}.dcm" for i in range(len(vol)))
     return written
 
 

@@ -1,4 +1,4 @@
-"""Writing HDF5 files safely: a temporary name in the output folder, renamed at the end."""
+"""Writing HDF5 files safely: a unique temporary name in the output folder, renamed at the end."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from diffrecon.io.atomic import OutputExistsError, atomic_file
 
-class OutputExistsError(ValueError):
-    """An output file is already there and replacing it was not asked for."""
+__all__ = ["OutputExistsError", "write_atomic_h5"]
 
 
 def write_atomic_h5(
@@ -20,27 +20,20 @@ def write_atomic_h5(
     compress: tuple[str, ...] = ("draws",),
     overwrite: bool = False,
 ) -> Path:
-    """Write an h5 file through a temporary name renamed at the end: an interrupted write
-    leaves no output, and an existing file is kept unless ``overwrite``. Datasets named in
-    ``compress`` are gzip-compressed in per-image chunks."""
+    """Write an h5 file through a unique temporary name renamed at the end (see
+    :mod:`diffrecon.io.atomic`): an interrupted write leaves no output, and an existing file
+    is kept unless ``overwrite``. Datasets named in ``compress`` are gzip-compressed in
+    per-image chunks."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists: pass --overwrite to replace it")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, arr in datasets.items():
-                if name in compress:
-                    chunks = (1,) * (arr.ndim - 2) + tuple(arr.shape[-2:])
-                    f.create_dataset(
-                        name, data=arr, chunks=chunks, compression="gzip", compression_opts=4
-                    )
-                else:
-                    f.create_dataset(name, data=arr)
-            for k, v in attrs.items():
-                f.attrs[k] = v
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        for name, arr in datasets.items():
+            if name in compress:
+                chunks = (1,) * (arr.ndim - 2) + tuple(arr.shape[-2:])
+                f.create_dataset(
+                    name, data=arr, chunks=chunks, compression="gzip", compression_opts=4
+                )
+            else:
+                f.create_dataset(name, data=arr)
+        for k, v in attrs.items():
+            f.attrs[k] = v
     return path

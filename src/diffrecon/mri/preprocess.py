@@ -153,6 +153,14 @@ def prepare_slice(
     h, w = k.shape[-2:]
     m2d = (mask.expand(h, w) if mask.ndim == 1 else mask).numpy()
     y = np.where(m2d, k, 0).astype(np.complex64)
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    if peak == 0:
+        raise ValueError("the sampled k-space is all zeros: there is no signal to reconstruct")
+    if not 1e-30 < peak < 1e30:
+        raise ValueError(
+            f"the k-space magnitude peaks at {peak:.3g}, outside what float32 arithmetic "
+            "handles (1e-30 to 1e30): rescale the data"
+        )
     square = calib_width is not None
     if not square:
         calib_width = calibration_width(m2d)

@@ -28,6 +28,27 @@ class StepState:
 Callback = Callable[[StepState], None] | None
 
 
+class NonFiniteSampleError(ValueError):
+    """A sampler's state became NaN or inf."""
+
+
+def finite_guard(name: str, callback: Callback = None) -> Callable[[StepState], None]:
+    """A step callback that stops a sampler the step its state stops being finite (one
+    reduction per step, cheap beside a denoiser call), then calls ``callback``."""
+
+    def guard(state: StepState) -> None:
+        if not (bool(torch.isfinite(state.x).all()) and bool(torch.isfinite(state.x0_hat).all())):
+            raise NonFiniteSampleError(
+                f"sampler {name} produced NaN or inf at step {state.i + 1}/{state.n} (sigma "
+                f"{state.sigma:.3g}): the prior returned non-finite values or the data step "
+                "diverged; check the prior, the noise level and the coil maps"
+            )
+        if callback is not None:
+            callback(state)
+
+    return guard
+
+
 def randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
     """Standard normal noise shaped like ``x`` (one-off; samplers use :class:`NoiseSource`).
 
