@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from diffrecon.io.atomic import check_writable_folder, refuse_overwriting_inputs
+from diffrecon.io.fastmri import MAX_PIXELS
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
 
@@ -141,6 +142,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="refuse k-space slices holding more values (coils x H x W) than this, before "
+        "reading them (default: 64 coils of 1024 x 1024)",
+    )
+    p.add_argument(
         "--no-crop-readout",
         action="store_true",
         help="keep a 2x oversampled readout instead of cropping to the recon size",
@@ -165,6 +173,7 @@ def _job(path: Path, args: argparse.Namespace, **extra: Any) -> Any:
         device=args.device,
         batch_size=args.batch_size,
         crop_readout=not args.no_crop_readout,
+        max_pixels=args.max_pixels,
         command="diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
         **extra,
     )
@@ -312,13 +321,25 @@ def _info(args: argparse.Namespace) -> None:
         raise BadInput(f"{p}: not an HDF5 file")
     with h5py.File(p, "r") as f:
         print(f"{p}")
-        for name, ds in f.items():
-            print(f"  {name:<22} {str(ds.shape):<22} {ds.dtype}")
+        for name in f:
+            link = f.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):  # listed, never followed
+                print(f"  {name:<22} external link to {link.filename}:{link.path}")
+                continue
+            obj = f[name]
+            if isinstance(obj, h5py.Dataset):
+                print(f"  {name:<22} {str(obj.shape):<22} {obj.dtype}")
+            else:
+                print(f"  {name:<22} group")
         for k, v in f.attrs.items():
             print(f"  @{k} = {v!r}"[:200])
+        has_kspace = "kspace" in f
     try:
         fm = open_fastmri(p)
-    except FastMRIError:
+    except FastMRIError as err:
+        if has_kspace:  # meant as k-space, but unusable: say why
+            raise BadInput(str(err)) from err
+        print("  not a fastMRI k-space file (no 'kspace' dataset)")
         return
     kind = "multicoil" if fm.multicoil else "single-coil"
     print(
@@ -338,6 +359,13 @@ def _export(args: argparse.Namespace) -> None:
     if not args.result.exists():
         raise BadInput(f"{args.result}: no such file")
     check_writable_folder(args.out)
+    if args.reference is not None:
+        import pydicom
+
+        try:
+            pydicom.dcmread(str(args.reference), stop_before_pixels=True)
+        except Exception as err:  # any reason it cannot be read is bad input
+            raise BadInput(f"--reference {args.reference}: not a readable DICOM file") from err
     files = export_dicom(
         args.result,
         args.out,

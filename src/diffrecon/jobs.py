@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from diffrecon._version import __version__
-from diffrecon.io.fastmri import FastMRIFile, open_fastmri, parse_slices
+from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
 from diffrecon.mri.transforms import remove_readout_oversampling
@@ -94,6 +94,24 @@ class ArrayInput:
 Source = FastMRIFile | ArrayInput
 
 
+def check_device(device: str | torch.device) -> None:
+    """Refuse a device this machine does not have, naming the ones it has."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device!r} is not a device name (e.g. cpu, cuda:0)") from err
+    have = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        have.append("mps")
+    ok = (
+        dev.type == "cpu"
+        or (dev.type == "cuda" and (dev.index or 0) < torch.cuda.device_count())
+        or (dev.type == "mps" and "mps" in have)
+    )
+    if not ok:
+        raise ValueError(f"--device {device}: not available here (devices: {', '.join(have)})")
+
+
 @dataclass
 class ReconstructionJob:
     """Everything one reconstruction of one input needs; see the module docstring.
@@ -129,6 +147,7 @@ class ReconstructionJob:
     calibration: Calibration | None = None
     maps: str | Path | np.ndarray | None = None
     command: str | None = None
+    max_pixels: int = MAX_PIXELS
 
     # -- what the settings resolve to (each computed once) ----------------------------------
     @cached_property
@@ -136,7 +155,7 @@ class ReconstructionJob:
         """The opened input (metadata only; slices are read one at a time)."""
         if isinstance(self.source, ArrayInput):
             return self.source
-        return open_fastmri(self.source)
+        return open_fastmri(self.source, max_pixels=self.max_pixels)
 
     @cached_property
     def slice_indices(self) -> list[int]:
@@ -225,6 +244,11 @@ class ReconstructionJob:
             raise ValueError(f"--draws must be >= 1, got {self.draws}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"--seed must lie in [0, 2**63), got {self.seed}")
+        check_device(self.device)
         if any(not 0 <= q <= 1 for q in self.quantile_levels):
             raise ValueError(f"--quantiles must lie in [0, 1], got {list(self.quantile_levels)}")
         if self.noise_std is not None and not self.noise_std >= 0:
@@ -260,7 +284,8 @@ class ReconstructionJob:
         }
 
     def check_input(self) -> None:
-        """Everything but the prior: settings, input, slices, mask, the first slice."""
+        """Everything but the prior: settings, input, slices, mask, every selected slice
+        finite (so no finished slice is thrown away for a bad later one)."""
         self.check_settings()
         _ = self.slice_indices
         w = self.kspace_shape[1]
@@ -268,7 +293,8 @@ class ReconstructionJob:
             raise ValueError(f"{self.input.path}: only {w} phase-encode columns")
         _ = self.sampling_mask  # impossible acceleration, a missing file mask -> ValueError
         _ = self.user_maps  # unreadable or misshapen coil maps -> ValueError
-        self.input.kspace(self.slice_indices[0])  # NaN in the first selected slice
+        for index in self.slice_indices:  # NaN anywhere: read slice by slice, none kept
+            self.input.kspace(index)
 
     def load_prior(self) -> Any:
         """Load the prior if it is a name or path (once); returns the denoiser."""

@@ -18,6 +18,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from diffrecon.io.h5 import refuse_external_data
+
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 
 
@@ -143,8 +145,16 @@ class FastMRIFile:
         return (320, 320)
 
 
-def open_fastmri(path: str | Path) -> FastMRIFile:
-    """Validate and open a fastMRI file; raises :class:`FastMRIError` with one clear line."""
+# a generous limit for one slice (coils x H x W): 64 coils of 1024 x 1024
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+def open_fastmri(path: str | Path, max_pixels: int = MAX_PIXELS) -> FastMRIFile:
+    """Validate and open a fastMRI file; raises :class:`FastMRIError` with one clear line.
+
+    Refused before any k-space is read: external links, virtual or externally stored
+    datasets (they read other files), groups where datasets belong, empty axes, and slices
+    of more than ``max_pixels`` values (``coils x H x W``)."""
     p = Path(path)
     if not p.exists():
         raise FastMRIError(f"{p}: no such file")
@@ -153,13 +163,30 @@ def open_fastmri(path: str | Path) -> FastMRIFile:
     with h5py.File(p, "r") as f:
         if "kspace" not in f:
             raise FastMRIError(f"{p}: no 'kspace' dataset (found: {', '.join(f.keys()) or 'none'})")
+        try:
+            refuse_external_data(f, str(p))
+        except ValueError as err:
+            raise FastMRIError(str(err)) from err
         ds = f["kspace"]
+        if not isinstance(ds, h5py.Dataset):
+            raise FastMRIError(f"{p}: 'kspace' is a group, not a dataset")
+        for name in ("ismrmrd_header", "mask", "reconstruction_rss", "reconstruction_esc"):
+            if name in f and not isinstance(f[name], h5py.Dataset):
+                raise FastMRIError(f"{p}: '{name}' is a group, not a dataset")
         if ds.ndim not in (3, 4):
             raise FastMRIError(
                 f"{p}: kspace must be (slices, coils, H, W) or (slices, H, W), got shape {ds.shape}"
             )
         if not np.issubdtype(ds.dtype, np.complexfloating):
             raise FastMRIError(f"{p}: kspace must be complex, got dtype {ds.dtype}")
+        if 0 in ds.shape:
+            raise FastMRIError(f"{p}: kspace has an empty axis, shape {ds.shape}")
+        per_slice = int(np.prod(ds.shape[1:]))
+        if per_slice > max_pixels:
+            raise FastMRIError(
+                f"{p}: a kspace slice {ds.shape[1:]} holds {per_slice} values, above the limit "
+                f"of {max_pixels} (--max-pixels); refusing to read it"
+            )
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         header = parse_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else None
         mask = np.asarray(f["mask"][()]) > 0 if "mask" in f else None

@@ -10,7 +10,7 @@ import numpy as np
 
 from diffrecon.io.atomic import OutputExistsError, atomic_file
 
-__all__ = ["OutputExistsError", "write_atomic_h5"]
+__all__ = ["OutputExistsError", "refuse_external_data", "write_atomic_h5"]
 
 
 def write_atomic_h5(
@@ -37,3 +37,29 @@ def write_atomic_h5(
         for k, v in attrs.items():
             f.attrs[k] = v
     return path
+
+
+def refuse_external_data(f: h5py.File, label: str) -> None:
+    """Refuse an HDF5 file that reads data from elsewhere: external links, virtual datasets
+    and external raw storage can point at any file on the machine (or a FIFO that blocks
+    forever), so a reader of untrusted files must not follow them. Also refuses groups
+    where datasets are expected to be read (every top-level member is checked)."""
+    for name in f:
+        link = f.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise ValueError(
+                f"{label}: '{name}' is an external link to {link.filename}; "
+                "refusing to read data from outside the file"
+            )
+        obj = f.get(name)
+        if isinstance(obj, h5py.Dataset):
+            if obj.is_virtual:
+                raise ValueError(
+                    f"{label}: '{name}' is a virtual dataset; refusing to read "
+                    "data from outside the file"
+                )
+            if obj.external:
+                raise ValueError(
+                    f"{label}: '{name}' keeps its data in external files; "
+                    "refusing to read data from outside the file"
+                )

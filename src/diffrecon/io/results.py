@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from diffrecon.io.h5 import write_atomic_h5
+from diffrecon.io.h5 import refuse_external_data, write_atomic_h5
 from diffrecon.results import VolumeResult
 
 
@@ -93,6 +93,13 @@ def read_results(path: str | Path) -> Results:
     with h5py.File(p, "r") as f:
         if "reconstruction" not in f:
             raise ResultFileError(f"{p}: no 'reconstruction' dataset")
+        try:
+            refuse_external_data(f, str(p))
+        except ValueError as err:
+            raise ResultFileError(str(err)) from err
+        groups = [k for k in f if not isinstance(f[k], h5py.Dataset)]
+        if groups:
+            raise ResultFileError(f"{p}: {', '.join(groups)} should be datasets, not groups")
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         n = f["reconstruction"].shape[0]
         return Results(

@@ -1,0 +1,125 @@
+"""Bad input is refused before any work, in one line with exit 2, and nothing is written:
+argument ranges, devices, every selected slice, oversized slices, HDF5 files that read other
+files, groups where datasets belong, unreadable DICOM references (issue 13)."""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from diffrecon.cli import main
+
+RUN = ["--slices", "0:2", "--steps", "2", "--draws", "2", "--sampler", "daps-fast", "--quiet"]
+
+
+def _copy(src, dst, edit=None):
+    with h5py.File(src) as s, h5py.File(dst, "w") as d:
+        for k in s:
+            d.create_dataset(k, data=s[k][()])
+        for k, v in s.attrs.items():
+            d.attrs[k] = v
+        if edit is not None:
+            edit(d)
+    return dst
+
+
+def _reconstruct(inp, out, bundle, *extra):
+    return main(["reconstruct", str(inp), "-o", str(out), "--prior", str(bundle), *RUN, *extra])
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--seed", str(2**63)], r"--seed must lie in \[0, 2\*\*63\)"),
+        (["--seed", "-1"], r"--seed must lie in"),
+        (["--device", "cuda:7"], "not available here \\(devices: cpu"),
+        (["--device", "warp-drive"], "is not a device name"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--max-pixels", "100"], "above the limit of 100 \\(--max-pixels\\)"),
+    ],
+)
+def test_bad_arguments_are_refused_before_work(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys, extra, match
+):
+    out = tmp_path / "out"
+    assert _reconstruct(tiny_kspace_file, out, tiny_bundle, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(match, err), err
+    assert not out.exists()
+
+
+def test_nan_in_a_later_slice_is_found_before_the_first_is_reconstructed(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    def poison(d):
+        k = d["kspace"][()]
+        k[1, 0, 0, 0] = np.nan
+        del d["kspace"]
+        d.create_dataset("kspace", data=k)
+
+    bad = _copy(tiny_kspace_file, tmp_path / "bad.h5", poison)
+    out = tmp_path / "out"
+    assert _reconstruct(bad, out, tiny_bundle) == 2
+    assert "slice 1 contains NaN" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_files_that_read_other_files_are_refused(tmp_path, tiny_kspace_file, tiny_bundle, capsys):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f.create_dataset("x", data=np.ones(4, np.float32))
+
+    def external_link(d):
+        del d["reconstruction_rss"]
+        d["reconstruction_rss"] = h5py.ExternalLink(str(secret), "x")
+
+    def virtual(d):
+        layout = h5py.VirtualLayout(shape=(4,), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(secret), "x", shape=(4,))
+        d.create_virtual_dataset("mask", layout)
+
+    def external_storage(d):
+        raw = tmp_path / "raw.bin"
+        raw.write_bytes(np.ones(4, np.float32).tobytes())
+        d.create_dataset("mask", shape=(4,), dtype=np.float32, external=[(str(raw), 0, 16)])
+
+    for i, (edit, match) in enumerate(
+        [
+            (external_link, "external link"),
+            (virtual, "virtual dataset"),
+            (external_storage, "external files"),
+        ]
+    ):
+        f = _copy(tiny_kspace_file, tmp_path / f"f{i}.h5", edit)
+        assert _reconstruct(f, tmp_path / "out", tiny_bundle) == 2
+        assert match in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "f0.h5")]) == 2
+
+
+def test_groups_and_empty_axes_are_named(tmp_path, tiny_kspace_file, tiny_bundle, capsys):
+    def group(d):
+        d.create_group("mask")
+
+    f = _copy(tiny_kspace_file, tmp_path / "g.h5", group)
+    assert main(["info", str(f)]) == 2
+    assert "'mask' is a group, not a dataset" in capsys.readouterr().err
+    with h5py.File(tmp_path / "empty.h5", "w") as d:
+        d.create_dataset("kspace", shape=(0, 4, 16, 16), dtype=np.complex64)
+    assert _reconstruct(tmp_path / "empty.h5", tmp_path / "out", tiny_bundle) == 2
+    assert "empty axis" in capsys.readouterr().err
+
+
+def test_an_unreadable_dicom_reference_is_refused_before_export(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    out = tmp_path / "out"
+    assert _reconstruct(tiny_kspace_file, out, tiny_bundle) == 0
+    fake = tmp_path / "ref.dcm"
+    fake.write_text("not dicom")
+    dcm = tmp_path / "dcm"
+    assert main(["export-dicom", str(out / "tiny.h5"), str(dcm), "--reference", str(fake)]) == 2
+    assert "not a readable DICOM file" in capsys.readouterr().err
+    assert not dcm.exists()
