@@ -33,6 +33,11 @@ def test_corrupted_and_mismatched_bundles(tiny_bundle, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_bundle, bad)
     (bad / "model.safetensors").write_bytes(b"garbage" * 10)
+    with pytest.raises(PriorLoadError, match="does not match the SHA-256"):
+        load(bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    del cfg["weights_sha256"]
+    (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(PriorLoadError, match="not a valid safetensors file"):
         load(bad)
     wrong = tmp_path / "wrong"
@@ -212,3 +217,91 @@ def test_training_resumes_exactly(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     assert cfg["training"]["steps_done"] == 6
+
+
+def _bundle_copy(src, dst, edit_config=None, weights=None):
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    if edit_config is not None:
+        cfg = json.loads((dst / "config.json").read_text())
+        cfg = edit_config(cfg)
+        (dst / "config.json").write_text(json.dumps(cfg))
+    if weights is not None:
+        (dst / "model.safetensors").write_bytes(weights)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: [c], "must be a JSON object, got list"),
+        (lambda c: {**c, "sigma_min": 90.0}, "sigma_min 90.0 must be below sigma_max"),
+        (lambda c: {**c, "sigma_data": -1}, "sigma_data must be a positive finite number"),
+        (
+            lambda c: {
+                **c,
+                "architecture": {
+                    **c["architecture"],
+                    "kwargs": {**c["architecture"]["kwargs"], "channels": [4096, 4096]},
+                },
+            },
+            r"each of channels must be an integer in \[1, 1024\]",
+        ),
+        (
+            lambda c: {
+                **c,
+                "architecture": {
+                    **c["architecture"],
+                    "kwargs": {**c["architecture"]["kwargs"], "evil": 1},
+                },
+            },
+            "unknown architecture settings",
+        ),
+    ],
+)
+def test_bundle_configs_are_validated_before_anything_is_built(tmp_path, tiny_bundle, edit, match):
+    from diffrecon.priors import PriorLoadError, load
+
+    bad = _bundle_copy(tiny_bundle, tmp_path / "bad", edit)
+    with pytest.raises(PriorLoadError, match=match):
+        load(bad)
+
+
+def test_weights_are_checked_against_the_recorded_digest_and_the_architecture(
+    tmp_path, tiny_bundle
+):
+    import torch
+    from safetensors.torch import save_file
+
+    from diffrecon.priors import PriorLoadError, load
+
+    assert "weights_sha256" in __import__("json").loads((tiny_bundle / "config.json").read_text())
+    raw = (tiny_bundle / "model.safetensors").read_bytes()
+    tampered = _bundle_copy(tiny_bundle, tmp_path / "t", weights=raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(PriorLoadError, match="does not match the SHA-256"):
+        load(tampered)
+    other = tmp_path / "other.safetensors"
+    save_file({"unet.conv_in.weight": torch.zeros(3), "extra.bias": torch.zeros(1)}, str(other))
+
+    def drop_digest(c):
+        c.pop("weights_sha256")
+        return c
+
+    renamed = _bundle_copy(tiny_bundle, tmp_path / "r", drop_digest, weights=other.read_bytes())
+    with pytest.raises(PriorLoadError, match=r"missing: unet.conv_in.conv.bias.*unexpected: extra"):
+        load(renamed)
+
+
+def test_the_shipped_bundle_records_its_weights_digest():
+    import hashlib
+    import json
+
+    from diffrecon.priors.bundles import shipped_dir
+
+    d = shipped_dir() / "brain-mri-default"
+    cfg = json.loads((d / "config.json").read_text())
+    assert (
+        cfg["weights_sha256"] == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
+    )
