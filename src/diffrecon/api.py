@@ -142,6 +142,12 @@ def reconstruct(
     ``support``: an ``(H, W)`` bool mask of where the image may be non-zero (e.g. where coil
     maps are); the prior is restricted to it and every draw is zero outside it.
     """
+    if not isinstance(operator, Operator):
+        raise ValueError(f"operator must be a diffrecon Operator, got {type(operator).__name__}")
+    if not callable(prior):
+        raise ValueError(f"prior must be a denoiser D(x, sigma), got {type(prior).__name__}")
+    if isinstance(draws, bool) or not isinstance(draws, int | np.integer):
+        raise ValueError(f"draws must be an integer, got {draws!r}")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     if not noise_std >= 0:
@@ -149,6 +155,8 @@ def reconstruct(
     preset = as_preset(sampler, overrides)
     preset.check(operator, noise_std)
     y_t = check_finite("y", as_tensor("y", y))
+    if getattr(operator, "complex_output", False) and not y_t.is_complex():
+        raise ValueError(f"{operator.name} measures complex data, but y is {y_t.dtype}")
     if operator.oshape is not None and y_t.ndim == len(operator.oshape):
         y_t = y_t[None]
     if y_t.shape[0] != 1:

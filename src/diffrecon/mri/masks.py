@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 MaskType = Literal["random", "equispaced"]
+MAX_COLUMNS = 65536  # far beyond any MRI matrix; a larger count is a mistake, not a scan
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ def _center_columns(num_cols: int, num_low: int) -> np.ndarray:
 
 
 def _validate(num_cols: int, acceleration: float, center_fraction: float) -> int:
-    if not isinstance(num_cols, int | np.integer) or num_cols < 2:
+    if isinstance(num_cols, bool) or not isinstance(num_cols, int | np.integer):
         raise ValueError(f"num_cols must be an integer >= 2, got {num_cols!r}")
+    if not 2 <= num_cols <= MAX_COLUMNS:
+        raise ValueError(f"num_cols must lie in [2, {MAX_COLUMNS}], got {num_cols}")
     if not 0.0 < center_fraction <= 1.0:
         raise ValueError(f"center_fraction must lie in (0, 1], got {center_fraction}")
     num_low = round(num_cols * center_fraction)

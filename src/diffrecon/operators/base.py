@@ -49,7 +49,10 @@ class Operator(metaclass=_FrozenMeta):
     """A (possibly nonlinear) differentiable forward model ``y = A(x)``.
 
     Subclasses implement ``_forward``. ``vjp`` uses autograd unless overridden.
+    ``complex_output``: the measurements are complex (real-valued ``y`` is refused).
     """
+
+    complex_output = False
 
     def __init__(self, ishape: Shape | None, oshape: Shape | None) -> None:
         self.ishape = None if ishape is None else tuple(ishape)

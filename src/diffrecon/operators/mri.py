@@ -37,6 +37,8 @@ class MulticoilMRI(LinearOperator):
     ``(W,)`` (fastMRI phase-encode lines) or 2-D mask ``(H, W)`` (e.g. Poisson disc).
     """
 
+    complex_output = True  # y is complex k-space: real-valued data is a mistake
+
     def __init__(self, maps: Any, mask: Any) -> None:
         maps_t = as_tensor("maps", maps)
         check_ndim("maps", maps_t, (3,), "(coils, H, W)")
@@ -44,6 +46,8 @@ class MulticoilMRI(LinearOperator):
             raise ValueError(f"maps must be complex, got dtype {maps_t.dtype}")
         check_finite("maps", maps_t)
         coils, height, width = maps_t.shape
+        if 0 in maps_t.shape:
+            raise ValueError(f"maps must have coils and pixels, got shape {tuple(maps_t.shape)}")
         self.maps = maps_t.clone()
         self.mask = _kspace_mask(mask, height, width).to(maps_t.device).clone()
         # fft2c(S x) masked == kweights * fft2(pmaps * x): the centering shifts become phases
