@@ -43,6 +43,8 @@ def test_operators_and_masks_refuse_degenerate_sizes():
         cartesian_mask(True, 4, 0.08)
     with pytest.raises(ValueError, match="mask"):
         Inpainting(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="x must be real"):
+        OP(torch.randn(1, 2, 4, 4, dtype=torch.complex64))
 
 
 def test_draws_agree_across_batch_sizes_to_float32_rounding():

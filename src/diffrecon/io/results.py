@@ -100,6 +100,16 @@ def read_results(path: str | Path) -> Results:
         groups = [k for k in f if not isinstance(f[k], h5py.Dataset)]
         if groups:
             raise ResultFileError(f"{p}: {', '.join(groups)} should be datasets, not groups")
+        rec = f["reconstruction"]
+        if rec.ndim != 3 or not np.issubdtype(rec.dtype, np.floating):
+            raise ResultFileError(
+                f"{p}: 'reconstruction' must be real (slices, H, W), got {rec.dtype} {rec.shape}"
+            )
+        for name in ("std", "lower", "upper", "std_calibrated"):
+            if name in f and f[name].shape != rec.shape:
+                raise ResultFileError(
+                    f"{p}: '{name}' has shape {f[name].shape}, not the reconstruction's {rec.shape}"
+                )
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         n = f["reconstruction"].shape[0]
         return Results(

@@ -73,6 +73,11 @@ class MulticoilMRI(LinearOperator):
         return buf.to(device=t.device, dtype=dtype)
 
     def _check(self, t: torch.Tensor, shape: Any, arg: str) -> None:
+        if arg == "x" and isinstance(t, torch.Tensor) and t.is_complex():
+            raise ValueError(
+                f"{self.name}: x must be real (B, 2, H, W) (real, imaginary channels), got "
+                f"complex {t.dtype}"
+            )
         if arg == "y" and isinstance(t, torch.Tensor) and t.ndim == 4:
             if t.shape[1] != self.coils:
                 raise ValueError(
