@@ -49,16 +49,19 @@ def refuse_overwriting_inputs(outputs: Iterable[str | Path], inputs: Iterable[st
 
 
 def check_writable_folder(folder: str | Path) -> None:
-    """Refuse, before any work, an output folder that cannot be created or written: its
-    nearest existing ancestor must be a writable folder."""
+    """Refuse, before any work, an output folder that cannot be created or written: a
+    temporary file is created and removed in its nearest existing ancestor."""
     p = Path(folder).absolute()
     probe = p
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{folder}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{folder}: {probe} is not writable")
+    try:  # a real write: permission bits do not tell about read-only mounts, or for root
+        with tempfile.TemporaryFile(dir=probe, prefix=".diffrecon-probe."):
+            pass
+    except OSError as err:
+        raise ValueError(f"{folder}: {probe} is not writable ({err.strerror})") from err
 
 
 def _pid_alive(pid: int) -> bool:
