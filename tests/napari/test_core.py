@@ -117,6 +117,11 @@ def test_writers_round_trip_h5_and_dicom(tiny_kspace_file, tiny_bundle, tmp_path
     # the reader opens result files as mean/std layers
     names = [kw["name"] for _, kw, _ in _io.get_reader(h5)(h5)]
     assert names == ["rec mean", "rec std"]
+    # saving over the k-space file the layers came from is refused, and it survives
+    before = tiny_kspace_file.read_bytes()
+    with pytest.raises(ValueError, match="refusing to write over an input"):
+        _io.write_h5(str(tiny_kspace_file), layers)
+    assert tiny_kspace_file.read_bytes() == before
     files = _io.write_dicom(str(tmp_path / "series.dcm"), layers)
     assert files and all(p.endswith(".dcm") for p in files)
     series = {pydicom.dcmread(p).SeriesDescription for p in files}
