@@ -29,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     rec = sub.add_parser("reconstruct", help="posterior reconstruction of fastMRI files")
-    rec.add_argument("inputs", nargs="+", type=Path, help="fastMRI .h5 files")
+    rec.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        help="fastMRI .h5 files, folders (searched for *.h5) or .txt lists of paths",
+    )
     rec.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     _run_options(rec)
     rec.add_argument(
@@ -56,6 +61,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--overwrite", action="store_true")
     rec.add_argument("--quiet", action="store_true")
+    rec.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="start a local Dask cluster of N one-thread worker processes (batch mode)",
+    )
+    rec.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler (any cluster: SLURM, Kubernetes, ...)",
+    )
+    rec.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished outputs and redo only the slices an interrupted run did not persist",
+    )
+    rec.add_argument(
+        "--retries", type=int, default=1, help="retries of a failing slice (batch mode)"
+    )
 
     cal = sub.add_parser(
         "calibrate",
@@ -158,10 +182,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def _job(path: Path, args: argparse.Namespace, **extra: Any) -> Any:
     """The job the shared options describe for one input."""
     from diffrecon.jobs import ReconstructionJob
+
+    return ReconstructionJob(path, **_job_settings(args, **extra))
+
+
+def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """ReconstructionJob keywords (all but the input) from the shared options."""
     from diffrecon.mri.masks import MaskSpec
 
-    return ReconstructionJob(
-        path,
+    return dict(
         prior=args.prior,
         sampler=args.sampler,
         overrides={} if args.steps is None else {"steps": args.steps},
@@ -230,8 +259,98 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
     return jobs
 
 
-def _reconstruct(args: argparse.Namespace) -> None:
+def _batch_mode(args: argparse.Namespace) -> bool:
+    """Several inputs, folders, list files, a cluster or --resume: the batch path."""
+    return bool(
+        args.workers
+        or args.scheduler
+        or args.resume
+        or len(args.inputs) > 1
+        or any(p.is_dir() or p.suffix == ".txt" for p in args.inputs)
+    )
+
+
+def _reconstruct_batch(args: argparse.Namespace) -> int:
+    """Reconstruct many files, one task per slice (diffrecon.batch); exit 1 if any failed."""
     from tqdm.auto import tqdm
+
+    from diffrecon.batch import reconstruct_files
+    from diffrecon.calibration_run import read_calibration
+
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {args.workers}")
+    if args.workers and args.scheduler:
+        raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+    try:
+        levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
+    except ValueError as err:
+        raise BadInput(f"--quantiles must be numbers like 0.05,0.95, got {args.quantiles}") from err
+    calibration = None if args.calibration is None else read_calibration(args.calibration)
+    level = calibration.level if calibration is not None else args.interval_level
+    settings = _job_settings(
+        args,
+        quantile_levels=levels,
+        keep_draws=args.save_draws,
+        interval_level=level if args.draws >= 2 else None,
+        calibration=calibration,
+        maps=args.maps,
+    )
+    check_writable_folder(args.out)
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    bar = None
+
+    def start(n: int, dashboard: str | None) -> None:
+        nonlocal bar
+        if dashboard and not args.quiet:
+            print(f"Dask dashboard: {dashboard}", flush=True)
+        bar = tqdm(total=n, unit="slice", disable=args.quiet)
+
+    def done(name: str, idx: int, figures: Any, error: str | None) -> None:
+        if error is not None:
+            print(f"diffrecon: {name} slice {idx} failed: {error}", file=sys.stderr)
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        rows = reconstruct_files(
+            args.inputs,
+            args.out,
+            client=client,
+            workers=args.workers,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            retries=args.retries,
+            on_start=start,
+            on_slice=done,
+            **settings,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+        if client is not None:
+            client.close()
+    bad = 0
+    for row in rows:
+        name = Path(row["input"]).name
+        if row["status"] in ("done", "skipped (done)"):
+            extra = f", PSNR {row['psnr']:.2f} dB" if row.get("psnr") is not None else ""
+            print(f"{name}: {row['status']}{extra}")
+        else:
+            bad += 1
+            print(f"diffrecon: {name}: {row['status']}: {row['error']}", file=sys.stderr)
+    print(f"{len(rows) - bad} of {len(rows)} inputs done; manifest: {args.out / 'manifest.csv'}")
+    return 1 if bad else 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int | None:
+    from tqdm.auto import tqdm
+
+    if _batch_mode(args):
+        return _reconstruct_batch(args)
 
     from diffrecon.io.results import write_results
 
@@ -446,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "reconstruct":
-            _reconstruct(args)
+            return _reconstruct(args) or 0
         elif args.command == "calibrate":
             _calibrate(args)
         elif args.command == "info":

@@ -1,0 +1,361 @@
+"""Batch reconstruction of many fastMRI files: one task per slice, on Dask or in-process.
+
+:func:`reconstruct_files` takes files, folders (searched recursively for ``*.h5``) and text
+files listing one path per line. Every file is checked before any work (with several inputs
+a bad file is reported and skipped; with one it is refused). Each slice is a task: it runs a
+:class:`~diffrecon.jobs.ReconstructionJob` for that slice and persists its result at once as
+a one-slice result file in ``OUT/.NAME.parts/`` (atomically); when a file's last slice is
+done, the parts are merged into ``OUT/NAME`` (atomically) and the parts folder removed. So
+``resume=True`` redoes only missing slices and skips finished files, and a failing slice
+(retried ``retries`` times) costs only itself. A slice's draws depend on the seed, the file
+name and the slice index alone, never on scheduling: ``workers=2`` gives the in-process
+numbers. ``client``: a ``dask.distributed.Client`` of any cluster (SLURM through
+dask-jobqueue, Kubernetes, a ``dask-scheduler`` by hand); ``workers=N`` starts a local
+cluster of N one-thread processes; neither runs in this process. A manifest
+(``manifest.csv`` and ``manifest.json``) records every input's outcome.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from diffrecon._version import __version__
+from diffrecon.io.atomic import atomic_file, refuse_overwriting_inputs
+
+PER_SLICE_ATTRS = ("noise_std_estimate", "noise_std_used", "data_residual", "intensity_scale")
+STACKED = (
+    "reconstruction",
+    "std",
+    "slice_indices",
+    "draws",
+    "quantiles",
+    "lower",
+    "upper",
+    "std_calibrated",
+    "maps",
+)
+
+
+def collect_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for ``*.h5`` (sorted), and ``.txt``
+    files read as one path per line (blank lines and ``#`` comments skipped)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.h5") if not q.name.startswith("."))
+            if not found:
+                raise ValueError(f"{p}: no .h5 files in this folder")
+            out.extend(found)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    q = Path(line)
+                    out.append(q if q.is_absolute() else p.parent / q)
+        else:
+            out.append(p)
+    names = [p.name for p in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"inputs with the same name would write the same output: {dup}")
+    return out
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of the reconstruction settings (recorded in the manifest)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=4)
+def _prior(name: str, device: str) -> Any:
+    """One loaded prior per worker process and (prior, device)."""
+    from diffrecon.priors import load
+
+    return load(name, device=device)
+
+
+def _job(path: str | Path, settings: dict[str, Any]) -> Any:
+    from diffrecon.jobs import ReconstructionJob
+
+    return ReconstructionJob(path, **settings)
+
+
+def run_slice_task(path: str, settings: dict[str, Any], index: int, part: str) -> dict[str, Any]:
+    """Reconstruct one slice and persist it as a one-slice result file ``part`` (the task a
+    worker runs); returns its manifest figures."""
+    import torch
+
+    from diffrecon.io.results import write_results
+    from diffrecon.results import VolumeResult
+
+    torch.set_num_threads(int(os.environ.get("DIFFRECON_TORCH_THREADS", torch.get_num_threads())))
+    job = _job(path, settings)
+    if isinstance(job.prior, str | Path):
+        job.prior = _prior(str(job.prior), str(job.device))
+    t0 = time.perf_counter()
+    res = job.run_slice(index)
+    write_results(part, VolumeResult([res], [index], job.attrs([res])), overwrite=True)
+    return {
+        "index": index,
+        "seconds": time.perf_counter() - t0,
+        "psnr": res.metrics.get("psnr"),
+        "ssim": res.metrics.get("ssim"),
+    }
+
+
+def merge_parts(parts: Sequence[Path], out: Path, overwrite: bool = False) -> Path:
+    """One result file from one-slice result files (in slice order), written atomically."""
+    datasets: dict[str, list[np.ndarray]] = {}
+    attrs: dict[str, Any] = {}
+    mask = None
+    per_slice: dict[str, list[Any]] = {k: [] for k in PER_SLICE_ATTRS}
+    for i, part in enumerate(parts):
+        with h5py.File(part, "r") as f:
+            for name in STACKED:
+                if name in f:
+                    datasets.setdefault(name, []).append(f[name][()])
+            if mask is None and "mask" in f:
+                mask = f["mask"][()]
+            if i == 0:
+                attrs = {k: v for k, v in f.attrs.items() if k not in PER_SLICE_ATTRS}
+            for k in PER_SLICE_ATTRS:
+                if k in f.attrs:
+                    per_slice[k].extend(json.loads(f.attrs[k]))
+    data = {k: np.concatenate(v) for k, v in datasets.items() if len(v) == len(parts)}
+    if mask is not None:
+        data["mask"] = mask
+    for k, v in per_slice.items():
+        if len(v) == len(parts):
+            attrs[k] = json.dumps(v)
+    from diffrecon.io.h5 import write_atomic_h5
+
+    return write_atomic_h5(out, data, attrs, compress=("draws", "maps"), overwrite=overwrite)
+
+
+@dataclass
+class FilePlan:
+    """One input: its output, parts folder, the slices still to do, or why it is refused."""
+
+    input: Path
+    output: Path
+    parts: Path
+    slices: list[int] = field(default_factory=list)
+    todo: list[int] = field(default_factory=list)
+    error: str | None = None
+    status: str = "pending"
+
+    def part(self, index: int) -> Path:
+        return self.parts / f"slice{index:04d}.h5"
+
+
+def plan_files(
+    inputs: Sequence[Path],
+    out: Path,
+    settings: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+) -> list[FilePlan]:
+    """Check every input before any work and list the slices each still needs."""
+    plans = []
+    for path in inputs:
+        output = out / path.name
+        plan = FilePlan(path, output, out / f".{path.name}.parts")
+        try:
+            refuse_overwriting_inputs([output], inputs)
+            job = _job(path, {**settings, "prior": "unused"})
+            job.check_input()
+            plan.slices = list(job.slice_indices)
+            if output.exists() and resume:
+                plan.status = "skipped (done)"
+            elif output.exists() and not overwrite:
+                raise ValueError(f"{output} exists: pass --overwrite or --resume")
+            else:
+                done = {i for i in plan.slices if resume and plan.part(i).exists()}
+                if not resume and plan.parts.exists():
+                    shutil.rmtree(plan.parts)
+                plan.todo = [i for i in plan.slices if i not in done]
+        except (ValueError, OSError) as err:
+            plan.error, plan.status = str(err), "refused"
+        plans.append(plan)
+    return plans
+
+
+def _executor(client: Any, workers: int | None) -> tuple[Any, Any]:
+    """(client, cluster to close) for the settings: a given client, a new LocalCluster or
+    none (in-process)."""
+    if client is not None or not workers:
+        return client, None
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_THREADS": "1"},
+    )
+    return Client(cluster), cluster
+
+
+def reconstruct_files(
+    paths: Iterable[str | Path],
+    out: str | Path,
+    *,
+    client: Any = None,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    retries: int = 1,
+    on_slice: Callable[[str, int, dict[str, Any] | None, str | None], None] | None = None,
+    on_start: Callable[[int, str | None], None] | None = None,
+    **settings: Any,
+) -> list[dict[str, Any]]:
+    """Reconstruct every slice of every input; returns the manifest rows (also written as
+    ``OUT/manifest.csv`` and ``OUT/manifest.json``). ``settings`` are
+    :class:`~diffrecon.jobs.ReconstructionJob` keywords (``prior`` as a name or path, so
+    workers can load it). ``on_start(n_tasks, dashboard)`` and ``on_slice(name, index,
+    figures, error)`` report progress."""
+    if not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    inputs = collect_inputs(paths)
+    if not inputs:
+        raise ValueError("no inputs")
+    out = Path(out)
+    plans = plan_files(inputs, out, settings, resume, overwrite)
+    if len(plans) == 1 and plans[0].error is not None:
+        raise ValueError(plans[0].error)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(p, i) for p in plans if p.error is None for i in p.todo]
+    for p in plans:
+        if p.todo:
+            p.parts.mkdir(parents=True, exist_ok=True)
+    figures: dict[tuple[Path, int], dict[str, Any]] = {}
+    failed: dict[tuple[Path, int], str] = {}
+    client, cluster = _executor(client, workers) if tasks else (None, None)
+    t0 = time.perf_counter()
+    try:
+        if on_start is not None:
+            on_start(len(tasks), getattr(client, "dashboard_link", None))
+        if client is None:
+            for plan, idx in tasks:
+                _run_local(plan, idx, settings, retries, figures, failed, on_slice)
+        else:
+            _run_dask(client, tasks, settings, retries, figures, failed, on_slice)
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    rows = [_finish(plan, settings, figures, failed) for plan in plans]
+    for row in rows:
+        row["batch_seconds"] = round(time.perf_counter() - t0, 1)
+    write_manifest(out, rows)
+    return rows
+
+
+def _run_local(plan, idx, settings, retries, figures, failed, on_slice) -> None:
+    for attempt in range(retries + 1):
+        try:
+            figures[(plan.input, idx)] = run_slice_task(
+                str(plan.input), settings, idx, str(plan.part(idx))
+            )
+            failed.pop((plan.input, idx), None)
+            break
+        except Exception as err:  # a slice's failure is reported, the batch goes on
+            failed[(plan.input, idx)] = f"{type(err).__name__}: {err}"
+            if attempt == retries:
+                break
+    if on_slice is not None:
+        on_slice(
+            plan.input.name, idx, figures.get((plan.input, idx)), failed.get((plan.input, idx))
+        )
+
+
+def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> None:
+    from dask.distributed import as_completed
+
+    futures = {}
+    for plan, idx in tasks:
+        fut = client.submit(
+            run_slice_task,
+            str(plan.input),
+            settings,
+            idx,
+            str(plan.part(idx)),
+            retries=retries,
+            pure=False,
+            key=f"slice-{plan.input.name}-{idx}-{time.time_ns()}",
+        )
+        futures[fut] = (plan, idx)
+    for fut in as_completed(futures):
+        plan, idx = futures[fut]
+        try:
+            figures[(plan.input, idx)] = fut.result()
+        except Exception as err:
+            failed[(plan.input, idx)] = f"{type(err).__name__}: {err}"
+        if on_slice is not None:
+            on_slice(
+                plan.input.name, idx, figures.get((plan.input, idx)), failed.get((plan.input, idx))
+            )
+
+
+def _finish(plan: FilePlan, settings, figures, failed) -> dict[str, Any]:
+    """Merge a file's parts when all its slices are there; its manifest row."""
+    row: dict[str, Any] = {
+        "input": str(plan.input),
+        "output": str(plan.output),
+        "status": plan.status,
+        "slices": len(plan.slices),
+        "settings_hash": settings_hash(settings),
+        "diffrecon_version": __version__,
+        "error": plan.error,
+    }
+    if plan.error is not None or plan.status.startswith("skipped"):
+        return row
+    errors = [
+        f"slice {i}: {failed[(plan.input, i)]}" for i in plan.slices if (plan.input, i) in failed
+    ]
+    missing = [i for i in plan.slices if not plan.part(i).exists()]
+    mine = [figures[(plan.input, i)] for i in plan.slices if (plan.input, i) in figures]
+    row["seconds"] = round(sum(f["seconds"] for f in mine), 1)
+    if errors or missing:
+        row["status"] = "failed"
+        row["error"] = "; ".join(errors) or f"slices without a result: {missing}"
+        return row
+    merge_parts([plan.part(i) for i in plan.slices], plan.output, overwrite=True)
+    shutil.rmtree(plan.parts, ignore_errors=True)
+    row["status"] = "done"
+    with h5py.File(plan.output, "r") as f:
+        for key in ("noise_std_estimate", "data_residual"):
+            if key in f.attrs:
+                vals = [v for v in json.loads(f.attrs[key]) if v is not None]
+                row[key] = float(np.median(vals)) if vals else None
+    for key in ("psnr", "ssim"):
+        vals = [f[key] for f in mine if f.get(key) is not None]
+        if vals and len(mine) == len(plan.slices):
+            row[key] = float(np.mean(vals))
+    return row
+
+
+def write_manifest(out: Path, rows: list[dict[str, Any]]) -> None:
+    """``manifest.csv`` and ``manifest.json`` in ``out`` (atomically, replacing old ones)."""
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_file(out / "manifest.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    with atomic_file(out / "manifest.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(rows, indent=2, default=str) + "\n")

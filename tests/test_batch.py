@@ -1,0 +1,135 @@
+"""Batch reconstruction (diffrecon.batch): inputs, one task per slice in-process or on Dask,
+bit-identical results, resume after an interruption, failures reported per file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from diffrecon.batch import collect_inputs, reconstruct_files
+from diffrecon.cli import main
+from diffrecon.data.simulate import simulate_fastmri
+from diffrecon.io.results import read_results
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("batch")
+    for i in range(2):
+        simulate_fastmri(d / "in" / f"f{i}.h5", slices=(100, 104), size=(40, 32), coils=4, seed=i)
+    return d / "in"
+
+
+def _settings(bundle):
+    return dict(prior=str(bundle), sampler="daps-fast", overrides={"steps": 2}, draws=2, seed=0)
+
+
+def test_inputs_from_files_folders_and_lists(tmp_path, folder):
+    (folder / "sub").mkdir(exist_ok=True)
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# validation\n{folder / 'f0.h5'}\n\n")
+    assert [p.name for p in collect_inputs([folder])] == ["f0.h5", "f1.h5"]
+    assert collect_inputs([lst]) == [folder / "f0.h5"]
+    with pytest.raises(ValueError, match="same name"):
+        collect_inputs([folder, lst])
+    with pytest.raises(ValueError, match="no .h5 files"):
+        collect_inputs([folder / "sub"])
+
+
+def test_local_cluster_equals_the_in_process_run(tmp_path, folder, tiny_bundle):
+    local = reconstruct_files([folder], tmp_path / "a", **_settings(tiny_bundle))
+    dask = reconstruct_files([folder], tmp_path / "b", workers=2, **_settings(tiny_bundle))
+    assert [r["status"] for r in local] == [r["status"] for r in dask] == ["done", "done"]
+    for name in ("f0.h5", "f1.h5"):
+        a, b = read_results(tmp_path / "a" / name), read_results(tmp_path / "b" / name)
+        assert np.array_equal(a.reconstruction, b.reconstruction)
+        assert np.array_equal(a.std, b.std) and a.slice_indices.tolist() == [0, 1]
+        assert len(json.loads(a.attrs["data_residual"])) == 2
+    rows = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert {r["status"] for r in rows} == {"done"} and rows[0]["psnr"] > 0
+    assert (tmp_path / "a" / "manifest.csv").read_text().startswith("input,output,status")
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_resume_redoes_only_the_missing_slices(tmp_path, folder, tiny_bundle):
+    out = tmp_path / "out"
+    seen = []
+
+    def interrupt(name, idx, figures, error):
+        seen.append((name, idx))
+        raise KeyboardInterrupt  # killed after the first persisted slice
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files([folder / "f0.h5"], out, on_slice=interrupt, **_settings(tiny_bundle))
+    assert (out / ".f0.h5.parts" / "slice0000.h5").exists() and not (out / "f0.h5").exists()
+    with pytest.raises(ValueError, match="exists"):  # a finished output is not redone
+        reconstruct_files([folder / "f0.h5"], tmp_path / "x", **_settings(tiny_bundle))
+        reconstruct_files([folder / "f0.h5"], tmp_path / "x", **_settings(tiny_bundle))
+    again = []
+    rows = reconstruct_files(
+        [folder / "f0.h5"],
+        out,
+        resume=True,
+        on_slice=lambda n, i, f, e: again.append(i),
+        **_settings(tiny_bundle),
+    )
+    assert again == [1] and rows[0]["status"] == "done"
+    fresh = reconstruct_files([folder / "f0.h5"], tmp_path / "fresh", **_settings(tiny_bundle))
+    assert fresh[0]["status"] == "done"
+    np.testing.assert_array_equal(
+        read_results(out / "f0.h5").reconstruction,
+        read_results(tmp_path / "fresh" / "f0.h5").reconstruction,
+    )
+    skipped = reconstruct_files([folder / "f0.h5"], out, resume=True, **_settings(tiny_bundle))
+    assert skipped[0]["status"] == "skipped (done)"
+
+
+def test_a_bad_file_and_a_failing_slice_do_not_stop_the_batch(
+    tmp_path, folder, tiny_bundle, monkeypatch, capsys
+):
+    import diffrecon.batch as batch
+
+    bad = tmp_path / "in" / "bad.h5"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not hdf5")
+    out = tmp_path / "out"
+    args = ["reconstruct", str(folder), str(bad), "-o", str(out), "--prior", str(tiny_bundle)]
+    run = ["--steps", "2", "--draws", "2", "--sampler", "daps-fast", "--quiet"]
+    assert main([*args, *run]) == 1
+    err = capsys.readouterr().err
+    assert "bad.h5: refused: " in err and "not an HDF5 file" in err
+    assert read_results(out / "f0.h5").reconstruction.shape[0] == 2
+    assert read_results(out / "f1.h5").reconstruction.shape[0] == 2
+    rows = {r["input"].split("/")[-1]: r for r in json.loads((out / "manifest.json").read_text())}
+    assert rows["bad.h5"]["status"] == "refused" and rows["f0.h5"]["status"] == "done"
+
+    real = batch.run_slice_task
+    calls = []
+
+    def flaky(path, settings, index, part):
+        calls.append(index)
+        if path.endswith("f1.h5") and index == 1:
+            raise RuntimeError("worker lost")
+        return real(path, settings, index, part)
+
+    monkeypatch.setattr(batch, "run_slice_task", flaky)
+    rows = reconstruct_files([folder], tmp_path / "o2", retries=1, **_settings(tiny_bundle))
+    by = {r["input"].split("/")[-1]: r for r in rows}
+    assert by["f0.h5"]["status"] == "done"
+    assert by["f1.h5"]["status"] == "failed" and "worker lost" in by["f1.h5"]["error"]
+    assert calls.count(1) == 3  # f0's slice 1 once, f1's slice 1 twice (one retry)
+    assert (tmp_path / "o2" / ".f1.h5.parts" / "slice0000.h5").exists()  # kept for --resume
+
+
+def test_the_cli_uses_a_running_scheduler(tmp_path, folder, tiny_bundle, capsys):
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster:
+        out = tmp_path / "out"
+        args = ["reconstruct", str(folder / "f1.h5"), "-o", str(out), "--prior", str(tiny_bundle)]
+        run = ["--steps", "2", "--draws", "2", "--sampler", "daps-fast", "--quiet"]
+        assert main([*args, *run, "--scheduler", cluster.scheduler_address]) == 0
+    assert "1 of 1 inputs done" in capsys.readouterr().out
+    assert read_results(out / "f1.h5").reconstruction.shape[0] == 2
