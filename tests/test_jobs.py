@@ -100,7 +100,7 @@ def test_result_attributes_carry_the_provenance(tiny_kspace_file, tiny_bundle, t
         "preset": "daps-fast",
         "seed": 0,
         "draws": 2,
-        "mask_type": "random",
+        "mask_type": "random (auto)",
         "command": "diffrecon reconstruct tiny.h5",
     }.items():
         assert back[key] == value
@@ -216,3 +216,25 @@ def test_espirit_calibrates_on_the_whole_readout_before_the_crop(tiny_kspace_fil
         ref = espirit_maps(np.where(m, full, 0) / prep.scale, region=region, crop=0)
         assert torch.allclose(prep.maps, center_crop(ref, prep.maps.shape[-2:]), atol=1e-5)
     assert prep.maps.shape == (4, 40, 32)
+
+
+def test_auto_mask_keeps_the_sampling_of_an_undersampled_file(tmp_path, tiny_kspace_file):
+    """--mask-type auto (the default): a file whose acquired columns are partly empty is
+    reconstructed with those columns, not undersampled again; a fully sampled one gets the
+    retrospective mask; a file's own mask dataset wins."""
+    import h5py
+
+    f = open_fastmri(tiny_kspace_file)
+    k = np.stack([f.kspace(i) for i in range(f.num_slices)])
+    cols = np.zeros(k.shape[-1], bool)
+    cols[::3] = True
+    cols[14:19] = True
+    under = tmp_path / "under.h5"
+    with h5py.File(under, "w") as d:
+        d.create_dataset("kspace", data=k * cols)
+    job = ReconstructionJob(under, slices=[0])
+    assert np.array_equal(job.sampling_mask.numpy(), cols) and job.mask_used == "measured (auto)"
+    full = ReconstructionJob(tiny_kspace_file, slices=[0])
+    assert full.sampling_mask.float().mean() < 0.5 and full.mask_used == "random (auto)"
+    again = ReconstructionJob(under, slices=[0], mask=MaskSpec(kind="random"))
+    assert not np.array_equal(again.sampling_mask.numpy(), cols)

@@ -149,9 +149,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--center-fraction", type=float, default=0.08)
     p.add_argument(
         "--mask-type",
-        choices=["random", "equispaced", "file"],
-        default="random",
-        help="fastMRI retrospective mask (seeded by file name) or the file's own",
+        choices=["auto", "random", "equispaced", "file"],
+        default="auto",
+        help="auto (default): the file's own sampling when it is already undersampled (its "
+        "mask dataset or its empty columns), else a fastMRI random mask seeded by the file "
+        "name; random/equispaced: always retrospective; file: the file's mask dataset",
     )
     p.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
     p.add_argument("--prior", default="brain-mri-default", help="shipped name or bundle path")

@@ -148,6 +148,7 @@ class ReconstructionJob:
     maps: str | Path | np.ndarray | None = None
     command: str | None = None
     max_pixels: int = MAX_PIXELS
+    mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     # -- what the settings resolve to (each computed once) ----------------------------------
     @cached_property
@@ -189,7 +190,25 @@ class ReconstructionJob:
         """The mask every slice of the input is sampled with (built once)."""
         f = self.input
         padding = f.header.padding if f.header is not None else None
-        return self.mask.build(self.kspace_shape, f.mask, padding, file_name=f.path.name)
+        measured = None
+        if self.mask.kind == "auto" and f.mask is None:
+            # columns the file measured (exactly zero elsewhere): prospective undersampling
+            k = f.kspace(self.slice_indices[0])
+            measured = np.abs(k).sum(axis=(0, 1)) > 0
+        m = self.mask.build(
+            self.kspace_shape, f.mask, padding, file_name=f.path.name, measured=measured
+        )
+        kind = self.mask.kind
+        if kind == "auto":
+            kind = "file" if f.mask is not None else "random"
+            if (
+                measured is not None
+                and m.shape == measured.shape
+                and np.array_equal(m.numpy(), measured)
+            ):
+                kind = "measured"
+        self.mask_used = f"{kind} (auto)" if self.mask.kind == "auto" else kind
+        return m
 
     @cached_property
     def user_maps(self) -> np.ndarray | None:
@@ -362,6 +381,11 @@ class ReconstructionJob:
         results = [self.run_slice(i, on_step=on_step) for i in self.slice_indices]
         return self.volume(results)
 
+    def mask_used_kind(self) -> str:
+        """The mask kind applied: the one asked for, or what ``auto`` resolved to."""
+        _ = self.sampling_mask
+        return self.mask_used
+
     def volume(self, results: list[SliceResult]) -> VolumeResult:
         """The selected slices' results, with the result-file attributes."""
         return VolumeResult(list(results), list(self.slice_indices), self.attrs(results))
@@ -381,7 +405,7 @@ class ReconstructionJob:
             "diffrecon_version": __version__,
             "acceleration": self.mask.acceleration,
             "center_fraction": self.mask.center_fraction,
-            "mask_type": self.mask.kind,
+            "mask_type": self.mask_used_kind(),
             "input": str(f.path),
             "patient_id": f.attrs.get("patient_id"),
             "acquisition": f.attrs.get("acquisition"),

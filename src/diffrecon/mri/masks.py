@@ -8,7 +8,7 @@ int or fastMRI's per-file tuple ``tuple(map(ord, fname))``) gives fastMRI's mask
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -126,12 +126,14 @@ class MaskSpec:
 
     acceleration: float = 4.0
     center_fraction: float = 0.08
-    kind: str = "random"  # random | equispaced | file
+    kind: str = "auto"  # auto | random | equispaced | file
     seed: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("random", "equispaced", "file"):
-            raise ValueError(f"mask type must be random, equispaced or file, got {self.kind!r}")
+        if self.kind not in ("auto", "random", "equispaced", "file"):
+            raise ValueError(
+                f"mask type must be auto, random, equispaced or file, got {self.kind!r}"
+            )
 
     def seed_for(self, file_name: str | None) -> int | tuple[int, ...] | None:
         """The seed a mask for ``file_name`` is drawn with."""
@@ -145,10 +147,25 @@ class MaskSpec:
         file_mask: np.ndarray | None = None,
         padding: tuple[int, int] | None = None,
         file_name: str | None = None,
+        measured: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Boolean mask ``(W,)`` or ``(H, W)`` for k-space of ``shape``; columns outside the
-        acquired ``padding`` range are never sampled (fastMRI zero-pads them)."""
+        acquired ``padding`` range are never sampled (fastMRI zero-pads them).
+
+        ``kind="auto"``: a file that is already undersampled keeps its own sampling: its
+        ``mask`` dataset, or else the columns it measured (``measured``: ``(W,)``, False
+        where a column is exactly zero) when some acquired column is empty; a fully sampled
+        file gets the retrospective random mask."""
         h, w = shape
+        if self.kind == "auto":
+            if file_mask is not None:
+                return MaskSpec(kind="file").build(shape, file_mask)
+            if measured is not None:
+                lo, hi = padding if padding is not None else (0, w)
+                cols = np.asarray(measured, dtype=bool)
+                if cols.shape == (w,) and not cols[lo:hi].all():
+                    return torch.from_numpy(cols.copy())
+            return replace(self, kind="random").build(shape, None, padding, file_name)
         if self.kind == "file":
             if file_mask is None:
                 raise ValueError("--mask-type file: the file has no 'mask' dataset")
