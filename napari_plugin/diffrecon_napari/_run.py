@@ -17,8 +17,8 @@ from diffrecon.results import SliceResult
 from diffrecon.samplers.registry import MRI_DEFAULT, offered_for_mri
 from diffrecon_napari._layers import LayerData, result_layers
 
-# What the widget offers: the presets whose capabilities allow noisy multicoil SENSE data
-# (C-ΠGDM's noisy extension needs A A^H = c I, which SENSE lacks, so it is not among them).
+# What the widget offers: the presets that can run noisy multicoil SENSE data and were
+# validated on the real-anatomy benchmark (docs/benchmarks.md); the CLI offers the same.
 SAMPLERS = tuple(offered_for_mri())
 
 

@@ -12,7 +12,7 @@ def widget(make_napari_viewer, tiny_kspace_file, tiny_bundle):
     assert [layer.name for layer in layers] == ["tiny k-space (log|k|)", "tiny zero-filled"]
     _, w = viewer.window.add_plugin_dock_widget("diffrecon", "Reconstruct with uncertainty")
     w.prior.value = str(tiny_bundle)
-    w.sampler.value = "daps-fast"
+    w.sampler.value = "daps-mri"
     w.steps.value = 2
     w.slice.value = 1
     return viewer, w

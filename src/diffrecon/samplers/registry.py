@@ -252,7 +252,7 @@ MRI_DEFAULT = "daps-mri"  # the CLI's, the demo's and the napari widget's first 
 # default settings, were at least as good as zero-filled (PSNR and SSIM of the posterior
 # mean) on every case of the real-anatomy benchmark (bench/real_anatomy.py,
 # docs/benchmarks.md). Other presets still run when named, with a warning.
-MRI_VALIDATED = ("daps-mri", "daps-fast")
+MRI_VALIDATED = ("daps-mri",)
 
 
 def _hyper_names(fn: Callable[..., Any]) -> set[str]:
