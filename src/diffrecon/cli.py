@@ -214,11 +214,10 @@ class BadInput(ValueError):
     """Reported as one line with exit code 2."""
 
 
-def _jobs(args: argparse.Namespace) -> list[Any]:
-    """One validated job per input, sharing one loaded prior; nothing runs or is written
-    before every input has passed."""
+def _output_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The reconstruct command's output keywords for a job: quantiles, kept draws, the
+    interval level and its calibration, user maps (checked here, one spelling)."""
     from diffrecon.calibration_run import read_calibration
-    from diffrecon.priors import load
 
     try:
         levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
@@ -232,6 +231,21 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
                 f"--interval-level {level} differs from the calibration's {calibration.level}"
             )
         level = calibration.level
+    return dict(
+        quantile_levels=levels,
+        keep_draws=args.save_draws,
+        interval_level=level if args.draws >= 2 else None,
+        calibration=calibration,
+        maps=args.maps,
+    )
+
+
+def _jobs(args: argparse.Namespace) -> list[Any]:
+    """One validated job per input, sharing one loaded prior; nothing runs or is written
+    before every input has passed."""
+    from diffrecon.priors import load
+
+    extra = _output_settings(args)
     check_writable_folder(args.out)
     jobs, seen = [], set()
     for path in args.inputs:
@@ -240,15 +254,7 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
         if out in seen:
             raise BadInput(f"two inputs named {path.name} would write the same output")
         seen.add(out)
-        job = _job(
-            path,
-            args,
-            quantile_levels=levels,
-            keep_draws=args.save_draws,
-            interval_level=level if args.draws >= 2 else None,
-            calibration=calibration,
-            maps=args.maps,
-        )
+        job = _job(path, args, **extra)
         job.check_settings()
         if out.exists() and not args.overwrite:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
@@ -277,26 +283,12 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from diffrecon.batch import reconstruct_files
-    from diffrecon.calibration_run import read_calibration
 
     if args.workers is not None and args.workers < 1:
         raise BadInput(f"--workers must be >= 1, got {args.workers}")
     if args.workers and args.scheduler:
         raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
-    try:
-        levels = tuple(float(q) for q in args.quantiles.split(",")) if args.quantiles else ()
-    except ValueError as err:
-        raise BadInput(f"--quantiles must be numbers like 0.05,0.95, got {args.quantiles}") from err
-    calibration = None if args.calibration is None else read_calibration(args.calibration)
-    level = calibration.level if calibration is not None else args.interval_level
-    settings = _job_settings(
-        args,
-        quantile_levels=levels,
-        keep_draws=args.save_draws,
-        interval_level=level if args.draws >= 2 else None,
-        calibration=calibration,
-        maps=args.maps,
-    )
+    settings = _job_settings(args, **_output_settings(args))
     check_writable_folder(args.out)
     client = None
     if args.scheduler:
