@@ -191,7 +191,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # C-ΠGDM with the paper's few-step setting: 5 steps uniform in VP time, here from
     # sigma 1.0 (t = 0.26) to sigma 0.01 (t = 0.001). w = 32 is a stable middle of the
-    # range tuned on a held-out slice for 4x SR (bench/few_step.py: 64 best, 128 diverges).
+    # range tuned on a held-out slice for 4x SR (bench/few_step.py: 64 best; the divergence
+    # seen at 128 then was float32 rounding in the projection, since fixed).
     "cpigdm-5": {
         "sampler": "cpigdm",
         "spacing": "vp",
