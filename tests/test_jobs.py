@@ -30,7 +30,7 @@ def _job(path, bundle, **kw):
         ({"overrides": {"stepz": 3}}, "stepz: not a setting of sampler 'daps'"),
         ({"overrides": {"steps": 0}}, "steps must be an integer >= 1"),
         ({"overrides": {"sigma_min": 5.0, "sigma_max": 1.0}}, "sigma_min must be below"),
-        ({"sampler": "cpigdm-5"}, "needs A A\\^H = c I for noisy data"),
+        ({"sampler": "cpigdm-5"}, "needs an exact pseudo-inverse"),
         ({"slices": [7]}, "slice 7 is outside the 2 slices"),
         ({"quantile_levels": (1.5,)}, "quantiles must lie in"),
         ({"noise_std": -1.0}, "noise-std must be >= 0"),

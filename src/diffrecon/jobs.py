@@ -274,7 +274,7 @@ class ReconstructionJob:
             raise ValueError(f"--noise-std must be >= 0, got {self.noise_std}")
         # multicoil SENSE: linear, no A A^H = c I; noisy unless both noise and floor are 0
         noisy = not (self.noise_std == 0 and self.preset.noise_floor == 0)
-        self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy)
+        self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy, exact_pinv=False)
         level = self.interval_level
         if level is not None and not 0 < level < 1:
             raise ValueError(f"--interval-level must lie in (0, 1), got {level}")

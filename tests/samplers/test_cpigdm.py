@@ -138,20 +138,23 @@ def test_draws_fit_the_data_to_the_noise_level_and_track_the_posterior_mean():
     assert z_rms < 0.6
 
 
-def test_rejects_noise_on_general_operators_and_nonlinear_operators():
-    from diffrecon.operators import GaussianBlur, PhaseRetrieval
+def test_rejects_inexact_projectors_and_nonlinear_operators():
+    """C-ΠGDM's projection must be exact: operators with only an iterative pseudo-inverse
+    (blur, multicoil SENSE) are refused, noiseless or not, naming why."""
+    from diffrecon.operators import GaussianBlur, MulticoilMRI, PhaseRetrieval
+    from diffrecon.samplers.registry import resolve
 
     prior, _, _, _ = _problem()
-    blur = GaussianBlur(5, 1.0)
-    with pytest.raises(ValueError, match="A A\\^H = c I"):
-        cpigdm(
-            prior,
-            blur,
-            torch.zeros(1, 1, 8, 8, dtype=torch.float64),
-            uniform_time_sigmas("vp", 3, 0.01, 2.0),
-            noise_std=0.1,
-            shape=(1, 8, 8),
-        )
+    sig = uniform_time_sigmas("vp", 3, 0.01, 2.0)
+    y = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="exact pseudo-inverse"):
+        cpigdm(prior, GaussianBlur(5, 1.0), y, sig, shape=(1, 8, 8))
+    every = torch.ones(8, dtype=torch.bool)
+    sense = MulticoilMRI(torch.ones(2, 8, 8, dtype=torch.complex64), every)
+    assert not sense.has_exact_pinv
+    assert Inpainting(torch.ones(8, 8, dtype=torch.bool)).has_exact_pinv
+    with pytest.raises(ValueError, match="exact pseudo-inverse"):
+        resolve("cpigdm-5").check(sense, 0.0)
     with pytest.raises(ValueError, match="linear"):
         cpigdm(
             prior,

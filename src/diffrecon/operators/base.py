@@ -178,6 +178,12 @@ class LinearOperator(Operator):
     def _pinv(self, y: torch.Tensor) -> torch.Tensor | None:
         return None
 
+    @property
+    def has_exact_pinv(self) -> bool:
+        """Whether :meth:`pinv` has a closed form (else it is conjugate gradients, whose
+        projection ``A^+ A`` is only approximately idempotent)."""
+        return type(self)._pinv is not LinearOperator._pinv
+
     def solve_normal(
         self,
         b: torch.Tensor,

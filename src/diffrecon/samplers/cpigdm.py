@@ -147,13 +147,18 @@ def cpigdm(
     """One C-ΠGDM (``path="vp"``) or C-ΠGFM (``path="rf"``) draw per item of ``y``."""
     if not operator.is_linear:
         raise ValueError(f"C-ΠGDM needs a linear operator, got {operator.name}")
+    if not operator.has_exact_pinv:
+        raise ValueError(
+            f"C-ΠGDM needs an exact pseudo-inverse: {operator.name} has only an iterative one, "
+            "whose projection A^+ A is not idempotent; use daps or pigdm"
+        )
     noise = None
     if noise_std > 0:
         c = operator._normal_projection_scale()
         if c is None:
             raise ValueError(
                 f"noisy C-ΠGDM needs A A^H = c I, which {operator.name} does not have; "
-                "use noise_std=0 (noiseless guidance) or the daps/pigdm samplers"
+                "use the daps or pigdm samplers"
             )
         noise = _Noise(float(c), float(noise_std) ** 2, float(denoiser_range(denoiser).sigma_data))
     p = get_path(path)
