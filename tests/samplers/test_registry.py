@@ -65,3 +65,18 @@ def test_misfit_gradient_and_gaussian_likelihood_gradient():
     lik = GaussianLikelihood(0.1)
     torch.testing.assert_close(lik.nll_grad_fn(op, y)(x), op.adjoint(r) / 0.01)
     torch.testing.assert_close(lik.nll(op, x, y), norm**2 / 0.02)
+
+
+def test_dps_presets_follow_the_reference_schedule_and_task_zeta():
+    """DPS's reference: the DDPM linear-beta schedule (uniform VP time, sigma 157 -> 0.01,
+    about 26% of 1000 steps below sigma 1), zeta 0.3 for SR/deblurring, 0.5 inpainting,
+    1.0 phase retrieval."""
+    from diffrecon.priors.base import SigmaRange
+
+    p = resolve("dps-1k")
+    levels = p.schedule.sigmas(SigmaRange(0.002, 200.0, 0.5))
+    assert p.schedule.spacing == "vp" and len(levels) == 1001
+    assert levels[0] == pytest.approx(157.0) and levels[-1] == pytest.approx(0.01)
+    assert 0.24 < float((levels < 1).double().mean()) < 0.28
+    zeta = {n: resolve(n).hyper["zeta"] for n in ("dps-1k", "dps-1k-sr", "dps-1k-inpaint")}
+    assert zeta == {"dps-1k": 1.0, "dps-1k-sr": 0.3, "dps-1k-inpaint": 0.5}
