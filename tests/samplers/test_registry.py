@@ -80,3 +80,9 @@ def test_dps_presets_follow_the_reference_schedule_and_task_zeta():
     assert 0.24 < float((levels < 1).double().mean()) < 0.28
     zeta = {n: resolve(n).hyper["zeta"] for n in ("dps-1k", "dps-1k-sr", "dps-1k-inpaint")}
     assert zeta == {"dps-1k": 1.0, "dps-1k-sr": 0.3, "dps-1k-inpaint": 0.5}
+
+
+def test_daps_task_presets_carry_the_reference_step_sizes():
+    lrs = {t: resolve(f"daps-1k-{t}").hyper["lr"] for t in ("sr", "inpaint", "pr", "hdr")}
+    assert lrs == {"sr": 1e-4, "inpaint": 5e-5, "pr": 5e-5, "hdr": 2e-5}
+    assert resolve("daps-1k").hyper.get("lr") is None  # tau^2: 1e-4 only at tau = 0.01
