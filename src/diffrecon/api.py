@@ -136,7 +136,8 @@ def reconstruct(
     run (see :meth:`~diffrecon.samplers.registry.Preset.check`), are refused before any
     work. Draws run in
     batches of ``batch_size`` (default: up to 16; halved on CUDA out-of-memory); draw ``d``
-    uses its own generator, so results do not depend on the batch size. ``on_batch`` sees the
+    uses its own generator, so its random numbers do not depend on the batch size (results
+    agree across batch sizes to float32 rounding). ``on_batch`` sees the
     running summary after each batch (for streaming displays). With ``device``, the
     operator, ``y`` and a prior that has ``.to`` (learned priors) are moved there.
     ``support``: an ``(H, W)`` bool mask of where the image may be non-zero (e.g. where coil
