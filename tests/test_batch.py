@@ -133,3 +133,12 @@ def test_the_cli_uses_a_running_scheduler(tmp_path, folder, tiny_bundle, capsys)
         assert main([*args, *run, "--scheduler", cluster.scheduler_address]) == 0
     assert "1 of 1 inputs done" in capsys.readouterr().out
     assert read_results(out / "f1.h5").reconstruction.shape[0] == 2
+
+
+def test_a_calibration_for_another_prior_is_refused_before_work(tmp_path, folder, tiny_bundle):
+    from diffrecon.uncertainty.conformal import Calibration
+
+    cal = Calibration(0.9, 1.5, {"prior": "someone-elses-prior"}, 2, 100, "0")
+    with pytest.raises(ValueError, match="prior is 'tiny' but the calibration was made with"):
+        reconstruct_files([folder], tmp_path / "o", calibration=cal, **_settings(tiny_bundle))
+    assert not (tmp_path / "o").exists()

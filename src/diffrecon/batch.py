@@ -238,6 +238,12 @@ def reconstruct_files(
     plans = plan_files(inputs, out, settings, resume, overwrite)
     if len(plans) == 1 and plans[0].error is not None:
         raise ValueError(plans[0].error)
+    ok = [p for p in plans if p.error is None]
+    if settings.get("calibration") is not None and ok:
+        # a calibration fits one prior, preset, mask and draw count: checked once, up front
+        job = _job(ok[0].input, settings)
+        job.prior = _prior(str(settings.get("prior", "brain-mri-default")), str(job.device))
+        job.check_calibration()
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(p, i) for p in plans if p.error is None for i in p.todo]
     for p in plans:
