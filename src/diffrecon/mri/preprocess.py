@@ -120,6 +120,15 @@ class PreparedSlice:
         return magnitude(self.zero_filled[None])[0].double() * self.scale
 
 
+def _acs_region(mask2d: np.ndarray, calib_width: int) -> Region:
+    """The fully sampled ACS rectangle, or the ``calib_width`` centre square (partly empty)
+    when the ACS is narrower than an ESPIRiT kernel."""
+    try:
+        return calibration_region(mask2d)
+    except ValueError:
+        return centre_region(mask2d.shape, calib_width)
+
+
 def _espirit_source(region: Region, note: str = "") -> str:
     rows, cols = region[0].stop - region[0].start, region[1].stop - region[1].start
     return f"espirit({note}region={rows}x{cols}, kernel={auto_kernel_width(region)}, crop=0)"
@@ -166,10 +175,7 @@ def prepare_slice(
         calib_width = calibration_width(m2d)
         region = None
         if maps is None:
-            try:
-                region = calibration_region(m2d)
-            except ValueError:  # ACS narrower than the kernel: the (partly empty) square
-                region = centre_region((h, w), calib_width)
+            region = _acs_region(m2d, calib_width)
     else:
         region = centre_region((h, w), calib_width)
     scale = intensity_scale(y, calib_width)
@@ -181,10 +187,7 @@ def prepare_slice(
     if espirit and calib_kspace is not None and mask.ndim == 1 and not square:
         full = np.asarray(calib_kspace, dtype=np.complex64)
         m_full = np.broadcast_to(mask.numpy(), full.shape[-2:])
-        try:
-            full_region = calibration_region(m_full)
-        except ValueError:
-            full_region = centre_region(full.shape[-2:], calib_width)
+        full_region = _acs_region(m_full, calib_width)
         full_maps = espirit_maps(np.where(m_full, full, 0) / scale, region=full_region, crop=0.0)
         maps = center_crop(full_maps, (h, w)).contiguous()
         maps_source = _espirit_source(full_region, f"readout {full.shape[-2]} cropped to {h}, ")
