@@ -130,34 +130,53 @@ class Preset:
         return {**self.schedule.as_dict(), **self.hyper}
 
 
+# DAPS-1K of the paper: 200 annealing levels x 5 ODE steps (1000 NFE), 100 Langevin steps;
+# lr is left to DAPS's default tau^2 (the paper's 1e-4 at its tau = 0.01). The paper's
+# algorithm as published: not calibrated (std 1.3x the exact one on the base exact case).
+_DAPS_1K: dict[str, Any] = {
+    "sampler": "daps",
+    "steps": 200,
+    "sigma_min": 0.1,
+    "sigma_max": 100.0,
+    "rho": 7.0,
+    "ode_steps": 5,
+    "langevin_steps": 100,
+    "lr_min_ratio": 0.01,
+}
+# DPS as its reference code runs it: 1000 ancestral steps of the DDPM linear-beta schedule
+# (uniform in VP time, sigma about 157 down to 0.01; 26% of the steps below sigma 1), zeta
+# per task from its configs: 1.0 for phase retrieval (and our MRI default), 0.3 for
+# super-resolution and deblurring, 0.5 for inpainting. Levels above the prior's trained
+# range are clamped to it.
+_DPS_1K: dict[str, Any] = {
+    "sampler": "dps",
+    "spacing": "vp",
+    "steps": 1000,
+    "sigma_min": 0.01,
+    "sigma_max": 157.0,
+    "eta": 1.0,
+}
+
+_DAPS_MRI: dict[str, Any] = {
+    "sampler": "daps",
+    "steps": 100,
+    "sigma_min_data": 0.04,
+    "sigma_max": 80.0,
+    "rho": 7.0,
+    "ode_steps": 1,
+    "data_step": "auto",
+    "r_t": "white",
+    "cg_iters": 50,
+    "langevin_steps": 50,
+    "lr_min_ratio": 0.1,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # DAPS-1K of the paper: 200 annealing levels x 5 ODE steps (1000 NFE), 100 Langevin steps;
-    # lr is left to DAPS's default tau^2 (the paper's 1e-4 at its tau = 0.01). The paper's
-    # algorithm as published: not calibrated (std 1.3x the exact one on the base exact case).
-    "daps-1k": {
-        "sampler": "daps",
-        "steps": 200,
-        "sigma_min": 0.1,
-        "sigma_max": 100.0,
-        "rho": 7.0,
-        "ode_steps": 5,
-        "langevin_steps": 100,
-        "lr_min_ratio": 0.01,
-    },
+    "daps-1k": _DAPS_1K,
     # DAPS-1K with the reference code's per-task Langevin step (its configs, at tau 0.01):
     # super-resolution 1e-4, inpainting and phase retrieval 5e-5, HDR 2e-5.
     **{
-        f"daps-1k-{task}": {
-            "sampler": "daps",
-            "steps": 200,
-            "sigma_min": 0.1,
-            "sigma_max": 100.0,
-            "rho": 7.0,
-            "ode_steps": 5,
-            "langevin_steps": 100,
-            "lr": lr,
-            "lr_min_ratio": 0.01,
-        }
+        f"daps-1k-{task}": {**_DAPS_1K, "lr": lr}
         for task, lr in (("sr", 1e-4), ("inpaint", 5e-5), ("pr", 5e-5), ("hdr", 2e-5))
     },
     # The calibrated DAPS (docs/uncertainty.md): for linear operators each level draws
@@ -169,65 +188,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # final level fails either faint images (0.02: std 1.7x at amplitude 0.1) or the data fit
     # on the real 8-coil brain (0.002: data residual 1.42 against 1.00).
     # Nonlinear operators fall back to Langevin steps (data_step "auto").
-    "daps-mri": {
-        "sampler": "daps",
-        "steps": 100,
-        "sigma_min_data": 0.04,
-        "sigma_max": 80.0,
-        "rho": 7.0,
-        "ode_steps": 1,
-        "data_step": "auto",
-        "r_t": "white",
-        "cg_iters": 50,
-        "langevin_steps": 50,
-        "lr_min_ratio": 0.1,
-    },
+    "daps-mri": _DAPS_MRI,
     # daps-mri with cheaper solves (20 conjugate-gradient iterations for SENSE; closed form
     # for masks and pooling either way).
-    "daps-fast": {
-        "sampler": "daps",
-        "steps": 100,
-        "sigma_min_data": 0.04,
-        "sigma_max": 80.0,
-        "rho": 7.0,
-        "ode_steps": 1,
-        "data_step": "auto",
-        "r_t": "white",
-        "cg_iters": 20,
-        "langevin_steps": 50,
-        "lr_min_ratio": 0.1,
-    },
-    # DPS as its reference code runs it: 1000 ancestral steps of the DDPM linear-beta
-    # schedule (uniform in VP time, sigma about 157 down to 0.01; 26% of the steps below
-    # sigma 1), zeta per task from its configs: 1.0 for phase retrieval (and our MRI
-    # default), 0.3 for super-resolution and deblurring, 0.5 for inpainting. Levels above
-    # the prior's trained range are clamped to it.
-    "dps-1k": {
-        "sampler": "dps",
-        "spacing": "vp",
-        "steps": 1000,
-        "sigma_min": 0.01,
-        "sigma_max": 157.0,
-        "zeta": 1.0,
-        "eta": 1.0,
-    },
-    "dps-1k-sr": {
-        "sampler": "dps",
-        "spacing": "vp",
-        "steps": 1000,
-        "sigma_min": 0.01,
-        "sigma_max": 157.0,
-        "zeta": 0.3,
-        "eta": 1.0,
-    },
-    "dps-1k-inpaint": {
-        "sampler": "dps",
-        "spacing": "vp",
-        "steps": 1000,
-        "sigma_min": 0.01,
-        "sigma_max": 157.0,
-        "zeta": 0.5,
-        "eta": 1.0,
+    "daps-fast": {**_DAPS_MRI, "cg_iters": 20},
+    # DPS as its reference code runs it (see _DPS_1K), zeta per task
+    **{
+        name: {**_DPS_1K, "zeta": zeta}
+        for name, zeta in (("dps-1k", 1.0), ("dps-1k-sr", 0.3), ("dps-1k-inpaint", 0.5))
     },
     # ΠGDM with 100 DDIM steps, eta = 1 as in the paper's experiments.
     "pigdm-100": {
