@@ -156,7 +156,7 @@ def reconstruct(
     preset = as_preset(sampler, overrides)
     preset.check(operator, noise_std)
     y_t = check_finite("y", as_tensor("y", y))
-    if getattr(operator, "complex_output", False) and not y_t.is_complex():
+    if operator.complex_output and not y_t.is_complex():
         raise ValueError(f"{operator.name} measures complex data, but y is {y_t.dtype}")
     if operator.oshape is not None and y_t.ndim == len(operator.oshape):
         y_t = y_t[None]

@@ -12,7 +12,7 @@ from diffrecon.operators import Inpainting, SuperResolution
 from diffrecon.priors import GaussianPrior
 from diffrecon.priors.base import denoiser_range
 from diffrecon.samplers.common import NoiseSource
-from diffrecon.samplers.cpigdm import coefficients, cpigdm, project
+from diffrecon.samplers.cpigdm import coefficients, cpigdm, join, split
 from diffrecon.samplers.paths import get_path, uniform_time_sigmas
 
 
@@ -35,8 +35,11 @@ def test_projection_inverse_is_exact():
         return op.pinv(op(v))
 
     for c1, c2 in ((0.3, -2.0), (1.5, -0.1), (-0.2, 4.0)):
-        xb = project(x, proj(x), c1, c2)
-        assert torch.allclose(project(xb, proj(xb), c1, c2, inverse=True), x, atol=1e-12)
+        u, v = split(x, proj(x), c1, c2)
+        xb = math.exp(c1) * (x + math.expm1(c2) * proj(x))  # A_t x, the definition
+        assert torch.allclose(u + v, xb, atol=1e-12)
+        assert torch.allclose(proj(u), u, atol=1e-12) and torch.allclose(proj(v), 0 * v)
+        assert torch.allclose(join(u, v, c1, c2), x, atol=1e-12)
 
 
 def _reference_ode(prior, op, y, path, ts, w, noise_var, x):

@@ -120,13 +120,17 @@ def coefficients(
     return Coefficients(ts, tuple(c1(t) for t in ts), tuple(c2c(t) for t in ts), dphi)
 
 
-def project(
-    x: torch.Tensor, proj: torch.Tensor, c1: float, c2: float, inverse: bool = False
-) -> torch.Tensor:
-    """``A_t x`` (or ``A_t^{-1} x``) given ``proj = P x``; exact, ``P`` being a projection."""
-    if inverse:
-        c1, c2 = -c1, -c2
-    return math.exp(c1) * (x + math.expm1(c2) * proj)
+def split(x: torch.Tensor, px: torch.Tensor, c1: float, c2: float) -> tuple[torch.Tensor, ...]:
+    """``x_bar = A_t x`` as its parts ``(P x_bar, (I - P) x_bar)`` given ``px = P x``, with
+    ``A_t = e^{c1} (I + (e^{c2} - 1) P)``; exact, ``P`` being a projection."""
+    return math.exp(c1 + c2) * px, math.exp(c1) * (x - px)
+
+
+def join(u: torch.Tensor, v: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+    """``A_t^{-1} x_bar`` from the parts ``u = P x_bar``, ``v = (I - P) x_bar``: no
+    cancellation, where ``x_bar + expm1(-c2) P x_bar`` amplifies the rounding of ``P x_bar``
+    by ``e^{-c2}`` (about 4e9 at w = 64)."""
+    return math.exp(-c1) * (v + math.exp(-c2) * u)
 
 
 def cpigdm(
@@ -175,12 +179,8 @@ def cpigdm(
     noise_src = NoiseSource(generator, x)
     pinv_y = operator.pinv(y, max_iter=cg_iters).to(x.dtype)
     x = p.a(ts[0]) * pinv_y + p.s(ts[0]) * noise_src()
-    # the projected state x_bar = A_t x is carried as its two parts u = P x_bar and
-    # v = (I - P) x_bar: A_t^-1 x_bar = e^-c1 (v + e^-c2 u) then has no cancellation, where
-    # x_bar + expm1(-c2) P x_bar amplifies the rounding of P x_bar by e^-c2 (4e9 at w=64)
-    px = proj(x)
-    u = math.exp(co.c1[0] + co.c2[0]) * px
-    v = math.exp(co.c1[0]) * (x - px)
+    # the projected state x_bar = A_t x is carried as its parts P x_bar, (I - P) x_bar
+    u, v = split(x, proj(x), co.c1[0], co.c2[0])
     n = len(ts) - 1
     for i in range(n):
         a, sig = p.a(ts[i]), levels[i]
@@ -198,7 +198,7 @@ def cpigdm(
         # P pinv_y = pinv_y: the data term lives in the range of P
         u = u * decay + d_y * pinv_y + (d_s1 + d_s2) * p_eps + (d_j1 + d_j2) * p_g
         v = v * decay + d_s1 * (eps - p_eps) + d_j1 * (g - p_g)
-        x = math.exp(-co.c1[i + 1]) * (v + math.exp(-co.c2[i + 1]) * u)
+        x = join(u, v, co.c1[i + 1], co.c2[i + 1])
         if callback is not None:
             a_next = p.a(ts[i + 1])
             callback(StepState(i, n, levels[i + 1], x / a_next, x0_hat.detach(), i + 1))
