@@ -93,7 +93,13 @@ def test_result_attributes_carry_the_provenance(tiny_kspace_file, tiny_bundle, t
     prov = volume.slices[0].provenance
     assert prov.record.seed == 0 and prov.record.draws == 2 and prov.noise_std_used >= 0.01
     assert prov.mask.dtype == bool and prov.intensity_scale > 0
-    back = read_results(write_results(tmp_path / "r.h5", volume)).attrs
+    res = read_results(write_results(tmp_path / "r.h5", volume))
+    back = res.attrs
+    # the complex posterior mean is kept beside fastMRI's magnitude `reconstruction`
+    assert res.reconstruction_complex.dtype == np.complex64
+    assert res.reconstruction_complex.shape == res.reconstruction.shape
+    assert np.abs(res.reconstruction_complex).max() > 0
+    assert (np.abs(res.reconstruction_complex) <= res.reconstruction * (1 + 1e-5) + 1e-6).all()
     for key, value in {
         "prior": "tiny",
         "sampler": "daps",

@@ -38,6 +38,7 @@ from diffrecon.io.atomic import atomic_file, refuse_overwriting_inputs
 PER_SLICE_ATTRS = ("noise_std_estimate", "noise_std_used", "data_residual", "intensity_scale")
 STACKED = (
     "reconstruction",
+    "reconstruction_complex",
     "std",
     "slice_indices",
     "draws",

@@ -70,6 +70,11 @@ def reconstruct_prepared(
     def crop(a: torch.Tensor) -> np.ndarray:
         return center_crop(a, size).numpy().astype(np.float32)
 
+    def crop_complex(a: torch.Tensor) -> np.ndarray:
+        """``(..., 2, H, W)`` real/imaginary -> cropped complex64 in file units."""
+        z = torch.complex(a[..., 0, :, :].double(), a[..., 1, :, :].double()) * scale
+        return center_crop(z, size).numpy().astype(np.complex64)
+
     zf = crop(prepared.zero_filled_magnitude())
 
     def summarise(post: Posterior, final: bool) -> SliceResult:
@@ -91,10 +96,15 @@ def reconstruct_prepared(
                 std_cal = calibration.calibrated_std(mean, std).astype(np.float32)
             elif post.draws is not None:
                 lower, upper = (crop(b * scale) for b in post.intervals(interval_level))
+        draws_c = None
+        if keep_draws and final and post.draws is not None:
+            draws_c = crop_complex(post.draws)
         return SliceResult(
             mean=mean,
             std=std,
             draws_done=post.count,
+            mean_complex=crop_complex(post.mean),
+            draws_complex=draws_c,
             provenance=SliceProvenance(
                 record=post.record,
                 mask=prepared.mask.numpy(),
@@ -148,7 +158,7 @@ def reconstruct_prepared(
 def reconstruct_slice(
     kspace: np.ndarray,
     prior: Any,
-    mask: torch.Tensor,
+    mask: Any,
     *,
     noise_std: float | None = None,
     calib_width: int | None = None,

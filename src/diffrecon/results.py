@@ -50,6 +50,9 @@ class SliceResult:
     std_calibrated: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    # the complex posterior mean (its magnitude is not ``mean``, the mean of the magnitudes)
+    mean_complex: np.ndarray | None = None
+    draws_complex: np.ndarray | None = None  # (draws, H, W) complex64, with keep_draws
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Result files: one h5 per input that fastMRI's ``evaluate.py`` reads as it is.
 
-``reconstruction`` (slices, H, W) float32 posterior-mean magnitude; ``std`` the posterior std
-of the magnitude; optional ``draws`` (slices, n, H, W, gzip, chunked per image) and
+``reconstruction`` (slices, H, W) float32 posterior mean of the magnitude;
+``reconstruction_complex`` (slices, H, W) complex64 the complex posterior mean (for phase
+work and SigPy/BART pipelines); ``std`` the posterior std of the magnitude; optional
+``draws`` (slices, n, H, W, gzip, chunked per image) and
 ``quantiles`` (slices, q, H, W) with attribute ``quantile_levels``; ``lower`` / ``upper``
 (slices, H, W) the central interval at attribute ``interval_level`` (attribute
 ``calibrated``: from a conformal calibration, with ``std_calibrated``, or from the draws'
@@ -44,6 +46,7 @@ class Results:
     std_calibrated: np.ndarray | None = None
     mask: np.ndarray | None = None
     maps: np.ndarray | None = None
+    reconstruction_complex: np.ndarray | None = None  # complex posterior mean, file units
 
     @property
     def interval_level(self) -> float | None:
@@ -63,6 +66,11 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         "std": np.stack([s.std for s in slices]).astype(np.float32),
         "slice_indices": np.asarray(volume.slice_indices, dtype=np.int32),
     }
+    if all(s.mean_complex is not None for s in slices):
+        # fastMRI's `reconstruction` is a magnitude; the complex mean is for phase work
+        data["reconstruction_complex"] = np.stack([s.mean_complex for s in slices]).astype(
+            np.complex64
+        )
     if all(s.draws is not None for s in slices):
         data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
     for name in ("quantiles", "lower", "upper", "std_calibrated"):
@@ -74,7 +82,8 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         data["mask"] = np.asarray(prov[0].mask, dtype=bool)
         if all(p.maps_used is not None for p in prov):
             data["maps"] = np.stack([p.maps_used for p in prov]).astype(np.complex64)
-    for name in ("reconstruction", "std", "lower", "upper", "std_calibrated"):
+    checked = ("reconstruction", "reconstruction_complex", "std", "lower", "upper")
+    for name in (*checked, "std_calibrated"):
         if name in data and not np.isfinite(data[name]).all():
             raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
     flat = {
@@ -105,7 +114,7 @@ def read_results(path: str | Path) -> Results:
             raise ResultFileError(
                 f"{p}: 'reconstruction' must be real (slices, H, W), got {rec.dtype} {rec.shape}"
             )
-        for name in ("std", "lower", "upper", "std_calibrated"):
+        for name in ("std", "lower", "upper", "std_calibrated", "reconstruction_complex"):
             if name in f and f[name].shape != rec.shape:
                 raise ResultFileError(
                     f"{p}: '{name}' has shape {f[name].shape}, not the reconstruction's {rec.shape}"
@@ -127,4 +136,7 @@ def read_results(path: str | Path) -> Results:
             std_calibrated=f["std_calibrated"][()] if "std_calibrated" in f else None,
             mask=f["mask"][()] if "mask" in f else None,
             maps=f["maps"][()] if "maps" in f else None,
+            reconstruction_complex=f["reconstruction_complex"][()]
+            if "reconstruction_complex" in f
+            else None,
         )

@@ -1,5 +1,9 @@
 """MRI tooling around the forward models: masks, coil maps, preprocessing, a classical
-baseline, transforms."""
+baseline, transforms; and ``reconstruct``, numpy k-space in, posterior summaries out
+(:func:`diffrecon.arrays.reconstruct`, imported on first use: it sits above the samplers).
+"""
+
+from typing import Any
 
 from diffrecon.mri.baseline import l1_wavelet_baseline, l1_wavelet_recon
 from diffrecon.mri.coils import espirit_maps
@@ -25,6 +29,15 @@ __all__ = [
     "l1_wavelet_recon",
     "poisson_disc_mask",
     "prepare_slice",
+    "reconstruct",
     "remove_readout_oversampling",
     "rss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "reconstruct":  # lazily: diffrecon.arrays imports the pipeline, which imports us
+        from diffrecon.arrays import reconstruct
+
+        return reconstruct
+    raise AttributeError(f"module 'diffrecon.mri' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -113,6 +113,39 @@ def poisson_disc_mask(
         raise ValueError(f"shape must be (H, W), got {shape}")
     mask = sigpy.mri.poisson(tuple(shape), acceleration, calib=calib, seed=seed, dtype=np.complex64)
     return torch.from_numpy(np.abs(mask) > 0)
+
+
+def as_mask(mask: Any, shape: tuple[int, int]) -> torch.Tensor:
+    """A sampling mask for k-space of ``shape`` ``(H, W)`` as a bool tensor ``(W,)`` (columns)
+    or ``(H, W)``, from numpy, torch or a list, bool or 0/1; singleton axes are dropped, so
+    fastMRI's ``(1, 1, W, 1)`` masks are accepted."""
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    m = m.detach().cpu()
+    if m.is_complex():
+        raise ValueError(f"the mask must be real (bool or 0/1), got {m.dtype}")
+    shape_in = tuple(m.shape)
+    if m.ndim > 2:
+        m = m.reshape([n for n in m.shape if n != 1] or [1])
+    h, w = shape
+    if tuple(m.shape) not in ((w,), (h, w)):
+        raise ValueError(
+            f"the mask {shape_in} fits neither the columns ({w},) nor the k-space ({h}, {w})"
+        )
+    if not bool(torch.isfinite(m.double()).all()):
+        raise ValueError("the mask contains NaN or inf")
+    m = m != 0
+    if not bool(m.any()):
+        raise ValueError("the mask samples nothing")
+    return m
+
+
+def measured_mask(kspace: np.ndarray) -> torch.Tensor:
+    """The sampling of already undersampled k-space ``(coils, H, W)``: where it is non-zero,
+    as columns ``(W,)`` when every row has the same pattern, else ``(H, W)``."""
+    m2 = np.abs(np.asarray(kspace)).sum(axis=0) > 0
+    if (m2 == m2[:1]).all():
+        return torch.from_numpy(m2[0].copy())
+    return torch.from_numpy(m2)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from diffrecon.mri.coils import (
     centre_region,
     espirit_maps,
 )
+from diffrecon.mri.masks import as_mask
 from diffrecon.mri.transforms import center_crop
 from diffrecon.operators.fft import ifft2c
 from diffrecon.operators.mri import MulticoilMRI
@@ -136,7 +137,7 @@ def _espirit_source(region: Region, note: str = "") -> str:
 
 def prepare_slice(
     kspace: np.ndarray,
-    mask: torch.Tensor,
+    mask: Any,
     *,
     noise_std: float | None = None,
     calib_width: int | None = None,
@@ -157,6 +158,7 @@ def prepare_slice(
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
         raise ValueError(f"kspace must be (coils, H, W), got {k.shape}")
+    mask = as_mask(mask, k.shape[-2:])
     if not np.isfinite(k).all():
         raise ValueError("kspace contains NaN or inf")
     h, w = k.shape[-2:]
