@@ -15,6 +15,7 @@ from diffrecon._version import __version__
 from diffrecon.complex import magnitude
 from diffrecon.operators.base import Operator, format_shape, shapes_compatible
 from diffrecon.priors.base import Denoiser, denoiser_range
+from diffrecon.priors.learned import channel_mismatch
 from diffrecon.priors.wrappers import SupportDenoiser
 from diffrecon.samplers.common import NonFiniteSampleError, StepState, finite_guard
 from diffrecon.samplers.registry import Preset, as_preset
@@ -155,6 +156,10 @@ def reconstruct(
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     preset = as_preset(sampler, overrides)
     preset.check(operator, noise_std)
+    wanted = getattr(prior, "channels", None)
+    image_c = operator.ishape[0] if operator.ishape else None
+    if isinstance(wanted, int) and isinstance(image_c, int) and wanted != image_c:
+        raise ValueError(channel_mismatch(getattr(prior, "name", "prior"), wanted, image_c))
     y_t = check_finite("y", as_tensor("y", y))
     if operator.complex_output and not y_t.is_complex():
         raise ValueError(f"{operator.name} measures complex data, but y is {y_t.dtype}")

@@ -94,7 +94,8 @@ def reconstruct(
     fastMRI's ``(1, 1, W, 1)`` are dropped); ``None``: the non-zero samples of ``kspace``
     (data that is already undersampled). ``maps``: coil sensitivities ``(coils, H, W)``
     (e.g. SigPy's or BART's ESPIRiT maps); ``None``: ESPIRiT on the fully sampled centre.
-    ``prior``: a shipped name, a bundle folder, or any ``D(x, sigma)``. ``steps`` and
+    ``prior``: a shipped name, a bundle folder, a checkpoint file
+    (:func:`~diffrecon.priors.open_prior`), or any ``D(x, sigma)``. ``steps`` and
     ``overrides`` replace preset settings. ``noise_std``: k-space noise per real component
     (default: estimated from the data). Same seed, same numbers.
     """
@@ -105,9 +106,9 @@ def reconstruct(
         maps = maps.detach().cpu().numpy()
     prepared = prepare_slice(k, m, noise_std=noise_std, maps=maps)
     if isinstance(prior, str | Path):
-        from diffrecon.priors import load
+        from diffrecon.priors import open_prior
 
-        prior = load(prior, device=device)
+        prior = open_prior(prior, device=device)
     if steps is not None:
         overrides["steps"] = steps
     result = reconstruct_prepared(

@@ -83,11 +83,17 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=4)
-def _prior(name: str, device: str) -> Any:
-    """One loaded prior per worker process and (prior, device)."""
-    from diffrecon.priors import load
+def _prior(name: str, device: str, fmt: str = "auto", options: str = "{}") -> Any:
+    """One loaded prior per worker process and (prior, device, format, options as JSON)."""
+    from diffrecon.priors import open_prior
 
-    return load(name, device=device)
+    return open_prior(name, fmt, device=device, **json.loads(options))
+
+
+def _job_prior(job: Any) -> Any:
+    """The job's prior, loaded through the per-process cache."""
+    options = json.dumps(job.prior_options, sort_keys=True)
+    return _prior(str(job.prior), str(job.device), job.prior_format, options)
 
 
 def _job(path: str | Path, settings: dict[str, Any]) -> Any:
@@ -107,7 +113,7 @@ def run_slice_task(path: str, settings: dict[str, Any], index: int, part: str) -
     torch.set_num_threads(int(os.environ.get("DIFFRECON_TORCH_THREADS", torch.get_num_threads())))
     job = _job(path, settings)
     if isinstance(job.prior, str | Path):
-        job.prior = _prior(str(job.prior), str(job.device))
+        job.prior = _job_prior(job)
     t0 = time.perf_counter()
     res = job.run_slice(index)
     write_results(part, VolumeResult([res], [index], job.attrs([res])), overwrite=True)
@@ -243,7 +249,7 @@ def reconstruct_files(
     if settings.get("calibration") is not None and ok:
         # a calibration fits one prior, preset, mask and draw count: checked once, up front
         job = _job(ok[0].input, settings)
-        job.prior = _prior(str(settings.get("prior", "brain-mri-default")), str(job.device))
+        job.prior = _job_prior(job)
         job.check_calibration()
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(p, i) for p in plans if p.error is None for i in p.todo]

@@ -156,7 +156,27 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "name; random/equispaced: always retrospective; file: the file's mask dataset",
     )
     p.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
-    p.add_argument("--prior", default="brain-mri-default", help="shipped name or bundle path")
+    p.add_argument(
+        "--prior",
+        default="brain-mri-default",
+        help="a shipped prior's name, a bundle or diffusers folder, or a checkpoint file "
+        "(.pt/.pth/.safetensors; EDM/InverseBench or guided-diffusion ADM) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--prior-format",
+        default="auto",
+        choices=["auto", "bundle", "edm", "adm", "monai", "diffusers"],
+        help="the prior's family (default: recognised from the files)",
+    )
+    p.add_argument(
+        "--prior-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting the checkpoint does not record, repeatable: data_scale / data_shift "
+        "(x_net = scale * x + shift, the network's value range), sigma_data (edm), "
+        "num_head_channels, num_heads, beta_start, beta_end (adm)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
@@ -194,6 +214,8 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
     return dict(
         prior=args.prior,
+        prior_format=args.prior_format,
+        prior_options=_prior_options(args.prior_option),
         sampler=args.sampler,
         overrides={} if args.steps is None else {"steps": args.steps},
         slices=args.slices,
@@ -240,10 +262,27 @@ def _output_settings(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _prior_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; values read as JSON where they parse (numbers,
+    true/false), else kept as text."""
+    import json
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--prior-option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def _jobs(args: argparse.Namespace) -> list[Any]:
     """One validated job per input, sharing one loaded prior; nothing runs or is written
     before every input has passed."""
-    from diffrecon.priors import load
+    from diffrecon.priors import open_prior
 
     extra = _output_settings(args)
     check_writable_folder(args.out)
@@ -260,7 +299,9 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
         job.check_input()
         jobs.append(job)
-    prior = load(args.prior, device=args.device)
+    prior = open_prior(
+        args.prior, args.prior_format, device=args.device, **_prior_options(args.prior_option)
+    )
     for job in jobs:
         job.prior = prior
         job.check_calibration()

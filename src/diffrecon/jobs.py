@@ -116,21 +116,25 @@ def check_device(device: str | torch.device) -> None:
 class ReconstructionJob:
     """Everything one reconstruction of one input needs; see the module docstring.
 
-    ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
-    CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
-    path or a loaded denoiser (loaded once by :meth:`load_prior`). ``sampler`` and
-    ``overrides``: a preset name and replacements of its settings (``steps``...).
-    ``noise_std``: k-space noise per real component (default: estimated per slice).
-    ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
-    (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
-    for each slice of the input (``H`` after the readout crop).
-    ``interval_level``: central intervals written beside mean and std (from the draws'
-    quantiles, or from ``calibration``, a conformal calibration that must fit the run).
-    ``command``: the command line that asked for the job, recorded in the results.
+        ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
+        CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
+        path, a checkpoint file (``prior_format`` and ``prior_options`` as in
+    :func:`~diffrecon.priors.open_prior`) or a loaded denoiser (loaded once by
+    :meth:`load_prior`). ``sampler`` and
+        ``overrides``: a preset name and replacements of its settings (``steps``...).
+        ``noise_std``: k-space noise per real component (default: estimated per slice).
+        ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
+        (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
+        for each slice of the input (``H`` after the readout crop).
+        ``interval_level``: central intervals written beside mean and std (from the draws'
+        quantiles, or from ``calibration``, a conformal calibration that must fit the run).
+        ``command``: the command line that asked for the job, recorded in the results.
     """
 
     source: str | Path | ArrayInput
     prior: Any = "brain-mri-default"
+    prior_format: str = "auto"
+    prior_options: dict[str, Any] = field(default_factory=dict)
     sampler: str = MRI_DEFAULT
     overrides: dict[str, Any] = field(default_factory=dict)
     slices: str | Sequence[int] | None = None
@@ -318,9 +322,11 @@ class ReconstructionJob:
     def load_prior(self) -> Any:
         """Load the prior if it is a name or path (once); returns the denoiser."""
         if isinstance(self.prior, str | Path):
-            from diffrecon.priors import load
+            from diffrecon.priors import open_prior
 
-            self.prior = load(self.prior, device=self.device)
+            self.prior = open_prior(
+                self.prior, self.prior_format, device=self.device, **self.prior_options
+            )
         return self.prior
 
     def validate(self) -> ReconstructionJob:

@@ -1,12 +1,14 @@
 """Priors as denoisers ``D(x, sigma) = E[x0 | x0 + sigma n]``: exact and learned.
 
 ``load(name_or_path)`` gives a shipped prior (``available()``) or a bundle folder;
-``from_module``, ``load_monai_ddpm`` and ``load_diffusers_unet`` wrap networks from
-elsewhere.
+``load_checkpoint`` a published EDM/InverseBench or guided-diffusion checkpoint;
+``open_prior`` any of these by name; ``from_module``, ``load_monai_ddpm`` and
+``load_diffusers_unet`` wrap networks from elsewhere.
 """
 
 from diffrecon.priors.base import Denoiser, SigmaRange, denoiser_range, sigma_batch
 from diffrecon.priors.bundles import available, load, save_bundle
+from diffrecon.priors.checkpoints import load_checkpoint, open_prior
 from diffrecon.priors.gaussian import GaussianPrior
 from diffrecon.priors.gmm import GMMPrior
 from diffrecon.priors.importers import load_diffusers_unet, load_monai_ddpm
@@ -39,8 +41,10 @@ __all__ = [
     "denoiser_range",
     "from_module",
     "load",
+    "load_checkpoint",
     "load_diffusers_unet",
     "load_monai_ddpm",
+    "open_prior",
     "save_bundle",
     "sigma_batch",
 ]

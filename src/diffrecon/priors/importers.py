@@ -67,6 +67,7 @@ def load_monai_ddpm(
             "beta_start": beta_start,
             "beta_end": beta_end,
             "num_train_timesteps": num_train_timesteps,
+            "channels": int(kwargs.get("in_channels", 1)),
             **config,
         },
     )

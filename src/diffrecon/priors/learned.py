@@ -25,6 +25,20 @@ class PriorLoadError(ValueError):
     """A bundle or checkpoint that cannot be used; the message says why."""
 
 
+def channel_mismatch(name: str, prior_channels: int, image_channels: int) -> str:
+    """Why a prior cannot model these images (magnitude priors on complex MRI above all)."""
+    msg = (
+        f"the prior {name!r} models {prior_channels}-channel images, the problem has "
+        f"{image_channels}"
+    )
+    if prior_channels == 1 and image_channels == 2:
+        msg += (
+            ": a magnitude (1-channel) prior cannot model complex MR images, whose phase the "
+            "data constrain; use a complex (2-channel: real, imaginary) prior for MRI"
+        )
+    return msg
+
+
 def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None = None) -> Any:
     """A ``D(x, sigma)`` from a network with a declared parameterisation.
 
@@ -87,12 +101,26 @@ class LearnedPrior:
     @property
     def size_multiple(self) -> int:
         """Image sizes the network accepts are multiples of this (one per downsampling)."""
+        if "size_multiple" in self.config:
+            return int(self.config["size_multiple"])
         levels = len(self.config.get("architecture", {}).get("kwargs", {}).get("channels", [1]))
         return 2 ** max(levels - 1, 0)
+
+    @property
+    def channels(self) -> int | None:
+        """Image channels the network models (2: complex MR images as real and imaginary)."""
+        if "channels" in self.config:
+            return int(self.config["channels"])
+        kwargs = self.config.get("architecture", {}).get("kwargs", {})
+        value = kwargs.get("in_channels")
+        return None if value is None else int(value)
 
     def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         """Denoise; images of any size are zero-padded to the network's multiple and cropped
         back (MRI backgrounds are zero, so the padding looks like more background)."""
+        c = self.channels
+        if c is not None and x.ndim == 4 and x.shape[1] != c:
+            raise ValueError(channel_mismatch(self.name, c, int(x.shape[1])))
         m = self.size_multiple
         h, w = x.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
@@ -110,6 +138,51 @@ def from_module(module: torch.nn.Module, parameterisation: str, **config: Any) -
         raise PriorLoadError(
             f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
         )
+    unknown = sorted(set(config) - MODULE_OPTIONS)
+    if unknown:
+        raise PriorLoadError(
+            f"from_module: unknown option(s) {unknown}; it takes {sorted(MODULE_OPTIONS)}"
+        )
+    net: torch.nn.Module = module
+    if config.pop("learn_sigma", False):
+        if not parameterisation.endswith("-vp"):
+            raise PriorLoadError("learn_sigma applies to VP (eps-vp, v-vp) networks")
+        net = _FirstHalf(module)
     return LearnedPrior(
-        module, {"name": type(module).__name__, "parameterisation": parameterisation, **config}
+        net, {"name": type(module).__name__, "parameterisation": parameterisation, **config}
     )
+
+
+# what from_module's config may hold (wrap_network's settings and the prior's description)
+MODULE_OPTIONS = {
+    "name",
+    "sigma_data",
+    "sigma_min",
+    "sigma_max",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "data_scale",
+    "data_shift",
+    "channels",
+    "size_multiple",
+    "learn_sigma",
+}
+
+
+class _FirstHalf(torch.nn.Module):
+    """A network with learned variance (``2C`` output channels): its epsilon half only."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(z, t)
+        if out.shape[1] != 2 * z.shape[1]:
+            raise ValueError(
+                f"learn_sigma: the network returns {out.shape[1]} channels for {z.shape[1]} in, "
+                "not twice as many"
+            )
+        return out[:, : z.shape[1]]

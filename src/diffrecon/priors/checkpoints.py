@@ -1,0 +1,259 @@
+"""Published diffusion checkpoints as priors: read safely, recognise the family, load.
+
+``load_checkpoint(path)`` reads a ``.safetensors`` file or a ``torch.load(weights_only=True)``
+file (pickled code is never run; EDM's ``.pkl`` snapshots are refused with the one-line
+conversion), unwraps the usual nesting (``ema``, ``net``, ``model``, ``state_dict``, DDP's
+``module.``), recognises the family from the key names and builds our own network for it:
+
+- ``edm``: EDM / InverseBench ``EDMPrecond`` with ``DhariwalUNet`` or ``SongUNet``
+  (:mod:`~diffrecon.priors.families.edm`), EDM preconditioning;
+- ``adm``: guided-diffusion ``UNetModel`` (:mod:`~diffrecon.priors.families.adm`), a VP
+  epsilon model on the DDPM linear-beta schedule, ``learn_sigma`` read from the channels.
+
+``open_prior(spec, format)`` is the one entry the CLI, napari, jobs and the numpy API use:
+shipped names, bundle folders, checkpoint files and diffusers folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError
+
+FORMATS = ("auto", "bundle", "edm", "adm", "monai", "diffusers")
+NESTING = ("ema", "net", "model", "state_dict", "params")
+EDM_PKL_HINT = (
+    "EDM's .pkl snapshots pickle code, which diffrecon never runs. Convert it once with your "
+    "own EDM install: python -c \"import pickle, torch; net = pickle.load(open('IN.pkl', "
+    "'rb'))['ema']; torch.save(net.state_dict(), 'OUT.pt')\""
+)
+# options each family takes (what the weights do not record), with their defaults
+FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
+    "edm": {"sigma_data": 0.5, "sigma_min": 0.002, "sigma_max": 80.0},
+    "adm": {
+        "num_head_channels": 64,
+        "num_heads": 4,
+        "num_heads_upsample": -1,
+        "use_new_attention_order": False,
+        "beta_start": 1e-4,
+        "beta_end": 2e-2,
+        "num_train_timesteps": 1000,
+        "beta_schedule": "linear",
+    },
+}
+COMMON_OPTIONS = {"data_scale": 1.0, "data_shift": 0.0, "name": None}
+
+
+def _tensors(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's tensors from a checkpoint file, with wrapper dicts and DDP prefixes
+    removed; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise PriorLoadError(f"checkpoint not found: {path}")
+    if path.suffix == ".pkl":
+        raise PriorLoadError(f"{path}: {EDM_PKL_HINT}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path))
+        except Exception as err:
+            raise PriorLoadError(f"{path} is not a valid safetensors file: {err}") from err
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PriorLoadError(
+                f"{path} could not be read with torch.load(weights_only=True): it holds "
+                f"pickled objects other than tensors, which diffrecon never unpickles ({first}). "
+                "Save the network's state_dict() instead."
+            ) from err
+    seen = []
+    while isinstance(obj, dict) and not _tensors(obj):
+        key = next((k for k in NESTING if k in obj and isinstance(obj[k], dict)), None)
+        if key is None:
+            raise PriorLoadError(
+                f"{path} holds a dict with keys {sorted(obj)[:8]} and no state dict of tensors "
+                f"under any of {list(NESTING)}"
+            )
+        seen.append(key)
+        obj = obj[key]
+    if not _tensors(obj):
+        raise PriorLoadError(f"{path} does not hold a state dict of tensors")
+    while all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def detect_format(shapes: dict[str, tuple[int, ...]]) -> str:
+    """The checkpoint family the key names show, or a ``PriorLoadError`` saying what it
+    looks like."""
+    keys = set(shapes)
+    if any(k.startswith("model.enc.") for k in keys) and "model.map_layer0.weight" in keys:
+        return "edm"
+    if "time_embed.0.weight" in keys and "input_blocks.0.0.weight" in keys:
+        return "adm"
+    if "conv_in.conv.weight" in keys or any(k.startswith("down_blocks.") for k in keys):
+        return "monai"
+    if any(k.startswith("all_modules.") for k in keys):
+        raise PriorLoadError(
+            "this looks like a score_sde NCSN++ checkpoint (all_modules.*): not supported yet"
+        )
+    raise PriorLoadError(
+        "unknown checkpoint layout (first keys: "
+        + ", ".join(sorted(keys)[:5])
+        + "); give --prior-format, or wrap the network with diffrecon.priors.from_module"
+    )
+
+
+def _check_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
+    allowed = {**COMMON_OPTIONS, **FAMILY_OPTIONS.get(family, {})}
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise PriorLoadError(
+            f"unknown option(s) {unknown} for a {family} checkpoint; it takes {sorted(allowed)}"
+        )
+    return {**allowed, **options}
+
+
+def fit_state_dict(net: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
+    """Load ``state`` into ``net`` strictly; a mismatch lists missing, unexpected and
+    misshapen keys."""
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if keys:
+                more = f" (+{len(keys) - 6} more)" if len(keys) > 6 else ""
+                parts.append(f"{what} keys: {', '.join(keys[:6])}{more}")
+        raise PriorLoadError(f"{label} does not fit the network: " + "; ".join(parts))
+    net.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> LearnedPrior:
+    """A published checkpoint as a prior (see the module docstring). ``options``: the
+    family's settings the weights do not record (``FAMILY_OPTIONS``) and ``data_scale`` /
+    ``data_shift`` (``x_net = scale * x + shift``: the network's value range); unknown
+    options are refused."""
+    state = read_state_dict(path)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    family = detect_format(shapes) if format == "auto" else format
+    label = str(path)
+    if family == "edm":
+        from diffrecon.priors.families.edm import EDMNetwork, infer_config
+
+        opts = _check_options("edm", options)
+        try:
+            arch = infer_config(shapes)
+        except (ValueError, KeyError) as err:
+            raise PriorLoadError(
+                f"{label}: not an EDM DhariwalUNet/SongUNet state dict ({err})"
+            ) from err
+        net: torch.nn.Module = EDMNetwork(**arch)
+        config = {
+            "parameterisation": "edm",
+            "sigma_data": opts["sigma_data"],
+            "sigma_min": opts["sigma_min"],
+            "sigma_max": opts["sigma_max"],
+        }
+        levels = len(arch["channel_mult"])
+        channels = arch["in_channels"]
+    elif family == "adm":
+        from diffrecon.priors.families.adm import ADMNetwork, infer_config
+
+        opts = _check_options("adm", options)
+        try:
+            arch = infer_config(shapes)
+        except (ValueError, KeyError) as err:
+            raise PriorLoadError(f"{label}: not a guided-diffusion UNetModel ({err})") from err
+        learn_sigma = arch["out_channels"] == 2 * arch["in_channels"]
+        heads = {k: opts[k] for k in ("num_head_channels", "num_heads", "num_heads_upsample")}
+        try:
+            net = ADMNetwork(
+                learn_sigma,
+                **arch,
+                **heads,
+                use_new_attention_order=opts["use_new_attention_order"],
+            )
+        except ValueError as err:
+            raise PriorLoadError(f"{label}: {err} (set num_head_channels or num_heads)") from err
+        config = {
+            "parameterisation": "eps-vp",
+            **{
+                k: opts[k]
+                for k in ("beta_start", "beta_end", "num_train_timesteps", "beta_schedule")
+            },
+        }
+        levels = len(arch["channel_mult"])
+        channels = arch["in_channels"]
+    elif family in ("monai", "diffusers", "bundle"):
+        raise PriorLoadError(
+            f"{label}: a {family} prior is not a single checkpoint file: use "
+            + {
+                "monai": "diffrecon.priors.load_monai_ddpm(weights, arch) (the weights do "
+                "not record the architecture)",
+                "diffusers": "the model folder (with config.json) as --prior",
+                "bundle": "the bundle folder as --prior",
+            }[family]
+        )
+    else:
+        raise PriorLoadError(f"--prior-format must be one of {FORMATS}, got {format!r}")
+    fit_state_dict(net, state, label)
+    config.update(
+        name=opts["name"] or Path(path).stem,
+        format=family,
+        architecture={"type": type(net).__name__, "kwargs": {**arch}},
+        channels=channels,
+        size_multiple=2 ** (levels - 1),
+        data_scale=opts["data_scale"],
+        data_shift=opts["data_shift"],
+    )
+    return LearnedPrior(net, config)
+
+
+def open_prior(
+    spec: Any, format: str = "auto", device: str | torch.device = "cpu", **options: Any
+) -> Any:
+    """Any prior a user can name: a denoiser object (returned as it is), a shipped name or
+    bundle folder, a diffusers model folder, or a checkpoint file (:func:`load_checkpoint`)."""
+    if format not in FORMATS:
+        raise PriorLoadError(f"--prior-format must be one of {FORMATS}, got {format!r}")
+    if not isinstance(spec, str | Path):
+        if format != "auto" or options:
+            raise PriorLoadError("a prior object takes no --prior-format or options")
+        return spec
+    from diffrecon.priors.bundles import load
+
+    p = Path(spec)
+    if p.is_dir() and format in ("auto", "diffusers") and (p / "config.json").exists():
+        import json
+
+        try:
+            cfg = json.loads((p / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cfg = {}
+        if format == "diffusers" or "_class_name" in cfg:
+            from diffrecon.priors.importers import load_diffusers_unet
+
+            return load_diffusers_unet(p, **options).to(device)
+    if p.is_file() or format in ("edm", "adm"):
+        return load_checkpoint(p, format, **options).to(device)
+    if options:
+        raise PriorLoadError(f"prior options {sorted(options)} apply to checkpoint files only")
+    return load(spec, device=device)
