@@ -356,10 +356,9 @@ def _finish(plan: FilePlan, settings, figures, failed) -> dict[str, Any]:
             if key in f.attrs:
                 vals = [v for v in json.loads(f.attrs[key]) if v is not None]
                 row[key] = float(np.median(vals)) if vals else None
-    for key in ("psnr", "ssim"):
-        vals = [f[key] for f in mine if f.get(key) is not None]
-        if vals and len(mine) == len(plan.slices):
-            row[key] = float(np.mean(vals))
+        recon = f["reconstruction"][()]
+    # fastMRI evaluate.py's per-volume metrics over the slices reconstructed
+    row.update(_job(plan.input, {**settings, "prior": "unused"}).volume_metrics(plan.slices, recon))
     return row
 
 

@@ -22,11 +22,30 @@ from diffrecon.io.fastmri import MAX_PIXELS
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that shows every option's default, unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "default" not in text
+            and not any(default is v for v in (None, False, argparse.SUPPRESS))
+            and not isinstance(default, list | tuple)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="diffrecon", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from diffrecon._version import __version__
+
+    p = argparse.ArgumentParser(prog="diffrecon", description=__doc__, formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"diffrecon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, formatter_class=_Help, **k)  # type: ignore[method-assign]
 
     rec = sub.add_parser("reconstruct", help="posterior reconstruction of fastMRI files")
     rec.add_argument(
@@ -44,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         help="coil maps instead of ESPIRiT's: .npy or .h5 (dataset 'maps'), complex "
         "(coils, H, W) or (slices, coils, H, W), H after the readout crop",
     )
-    rec.add_argument("--save-draws", action="store_true")
+    rec.add_argument(
+        "--save-draws", action="store_true", help="also write every draw's magnitude (gzip)"
+    )
     rec.add_argument("--quantiles", default=None, help="e.g. 0.05,0.5,0.95")
     rec.add_argument(
         "--interval-level",
@@ -59,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a calibration.json from `diffrecon calibrate` for the same settings",
     )
-    rec.add_argument("--overwrite", action="store_true")
-    rec.add_argument("--quiet", action="store_true")
+    rec.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    rec.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     rec.add_argument(
         "--workers",
         type=int,
@@ -89,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("-o", "--out", type=Path, required=True, help="calibration .json")
     _run_options(cal)
     cal.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
-    cal.add_argument("--overwrite", action="store_true")
-    cal.add_argument("--quiet", action="store_true")
+    cal.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    cal.add_argument("--quiet", action="store_true", help="no progress bars")
 
     info = sub.add_parser("info", help="describe a fastMRI or result .h5 file")
     info.add_argument("file", type=Path)
@@ -144,9 +165,20 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help=f"preset validated for MRI: {', '.join(offered_for_mri())}; other presets and "
         "sampler names (daps-1k, dps-1k, pigdm-20, zaps-20, stsl-20, ...) run with a warning",
     )
-    p.add_argument("--draws", type=int, default=8)
-    p.add_argument("--accel", type=float, default=4.0)
-    p.add_argument("--center-fraction", type=float, default=0.08)
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=8,
+        help="posterior draws per slice: their mean is the reconstruction, their spread the "
+        "std and intervals (the cost grows linearly; 2 or more for a std)",
+    )
+    p.add_argument("--accel", type=float, default=4.0, help="retrospective undersampling factor")
+    p.add_argument(
+        "--center-fraction",
+        type=float,
+        default=0.08,
+        help="fully sampled centre columns of a retrospective mask, as a fraction",
+    )
     p.add_argument(
         "--mask-type",
         choices=["auto", "random", "equispaced", "file"],
@@ -177,16 +209,30 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "(x_net = scale * x + shift, the network's value range), sigma_data (edm), "
         "num_head_channels, num_heads, beta_start, beta_end (adm)",
     )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same numbers")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="noise levels of the sampler's schedule, replacing the preset's (daps-mri: 50 "
+        "levels, each 2 denoiser calls and 50 data-consistency steps); fewer is faster and "
+        "less accurate (default: the preset's)",
+    )
     p.add_argument(
         "--noise-std",
         type=float,
         default=None,
         help="k-space noise std per real component (default: estimated)",
     )
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="draws computed together: more is faster on a GPU and needs more memory; the "
+        "draws' random numbers do not depend on it (default: up to 16, halved on CUDA "
+        "out-of-memory)",
+    )
     p.add_argument(
         "--max-pixels",
         type=int,
@@ -410,12 +456,18 @@ def _reconstruct(args: argparse.Namespace) -> int | None:
         volume = job.volume(results)
         out = write_results(args.out / name, volume, overwrite=args.overwrite)
         msg = f"{name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
-        m = volume.mean_metrics()
-        if m:
-            msg += (
-                f", PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} (zero-filled "
-                f"{m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
-            )
+        zf = [r.zero_filled for r in results]
+        m = job.volume_metrics(
+            job.slice_indices,
+            np.stack([r.mean for r in results]),
+            None if any(z is None for z in zf) else np.stack(zf),
+        )
+        if m:  # fastMRI evaluate.py's per-volume figures, over the slices reconstructed
+            msg += f", volume PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} NMSE {m['nmse']:.4f}"
+            if "psnr_zero_filled" in m:
+                msg += (
+                    f" (zero-filled {m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
+                )
         fits = [r.provenance.data_residual for r in results]
         fits = [f for f in fits if f is not None]
         if fits:

@@ -392,6 +392,36 @@ class ReconstructionJob:
         _ = self.sampling_mask
         return self.mask_used
 
+    def volume_metrics(
+        self,
+        indices: Sequence[int],
+        recon: np.ndarray,
+        zero_filled: np.ndarray | None = None,
+    ) -> dict[str, float]:
+        """fastMRI ``evaluate.py``'s metrics of the slices ``indices`` taken as one volume
+        (``data_range`` the target volume's maximum, SSIM averaged over slices), for
+        ``recon`` ``(slices, H, W)`` and optionally the zero-filled images (keys with
+        ``_zero_filled``); empty when the input has no target."""
+        from diffrecon import metrics
+        from diffrecon.mri.transforms import center_crop
+
+        targets = [self.input.target(i) for i in indices]
+        if not targets or any(t is None for t in targets):
+            return {}
+        size = tuple(recon.shape[-2:])
+        tgt = np.stack(
+            [
+                center_crop(torch.from_numpy(np.asarray(t, np.float32)), size).numpy()
+                for t in targets
+            ]
+        )
+        out = metrics.evaluate(tgt, recon)
+        if zero_filled is not None:
+            out.update(
+                {f"{k}_zero_filled": v for k, v in metrics.evaluate(tgt, zero_filled).items()}
+            )
+        return out
+
     def volume(self, results: list[SliceResult]) -> VolumeResult:
         """The selected slices' results, with the result-file attributes."""
         return VolumeResult(list(results), list(self.slice_indices), self.attrs(results))
