@@ -30,8 +30,9 @@ def result_layers(
     target: np.ndarray | None = None,
 ) -> list[LayerData]:
     """Layers for a (running or final) slice result: mean (gray), std (magma), the draws when
-    kept, the interval bounds of a final result (named calibrated or uncalibrated), and
-    ``|error|`` for a final result when a ``target`` (cropped alike) is given."""
+    kept, the interval bounds of a final result (named calibrated or uncalibrated), the
+    zero-filled image and the mask the run used, and ``|error|`` for a final result when a
+    ``target`` (cropped alike) is given, on the std's colormap and limits."""
     meta = {
         "attrs": attrs,
         "metrics": result.metrics,
@@ -50,10 +51,25 @@ def result_layers(
         extra = {"interval_level": result.interval_level, "calibrated": result.calibrated}
         out.append(image(result.lower, f"lower {tag}", "gray", {**meta, **extra, "role": "lower"}))
         out.append(image(result.upper, f"upper {tag}", "gray", {**meta, **extra, "role": "upper"}))
-    if final and target is not None:
+    if result.zero_filled is not None:
         out.append(
-            image(np.abs(result.mean - target), "|error|", "inferno", {**meta, "role": "error"})
+            image(result.zero_filled, "zero-filled", "gray", {**meta, "role": "zero_filled"})
         )
+    if final and result.provenance is not None:
+        prov = result.provenance
+        m = np.asarray(prov.mask, dtype=np.float32)
+        if m.ndim == 1:  # columns: shown over the k-space rows
+            rows = prov.maps_used.shape[-2] if prov.maps_used is not None else 1
+            m = np.broadcast_to(m, (rows, m.shape[0]))
+        out.append(image(np.ascontiguousarray(m), "mask", "gray", {**meta, "role": "mask"}))
+    if final and target is not None:
+        error = np.abs(result.mean - target)
+        out.append(image(error, "|error|", "magma", {**meta, "role": "error"}))
+        # std and |error| on one colour scale, so they compare by eye
+        top = float(max(np.max(result.std), np.max(error))) or 1.0
+        for _data, kwargs, _ in out:
+            if kwargs["metadata"][META]["role"] in ("std", "error"):
+                kwargs["contrast_limits"] = [0.0, top]
     return out
 
 

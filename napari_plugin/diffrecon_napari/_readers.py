@@ -26,30 +26,39 @@ def h5_kind(path: str | Path) -> str | None:
 
 
 def read_fastmri_layers(path: str | Path) -> list[LayerData]:
-    """k-space as log-magnitude (coil RSS of ``|k|``) and the zero-filled RSS image, one
-    plane per slice."""
+    """k-space as log-magnitude (coil RSS of ``|k|``), the sampling mask a default run uses
+    (``diffrecon reconstruct``'s: the file's own sampling, or the retrospective 4x mask
+    seeded by the file name) and the zero-filled RSS image of that mask, one plane per
+    slice: what the reconstruction starts from, not the fully sampled image."""
     import torch
 
-    from diffrecon.io.fastmri import open_fastmri
+    from diffrecon.jobs import ReconstructionJob
     from diffrecon.mri.transforms import center_crop, rss
     from diffrecon.operators.fft import ifft2c
 
     p = Path(path)
-    fm = open_fastmri(p)
+    job = ReconstructionJob(p)
+    fm = job.input
     logk, zf = [], []
+    mask = job.sampling_mask.numpy()
     for i in range(fm.num_slices):
         k = fm.kspace(i, crop_readout=True)
         logk.append(np.log(np.sqrt((np.abs(k) ** 2).sum(0)) + 1e-12 * float(np.abs(k).max())))
-        img = rss(ifft2c(torch.from_numpy(k)), dim=0)
+        img = rss(ifft2c(torch.from_numpy(np.where(mask, k, 0))), dim=0)
         size = (min(fm.recon_size[0], img.shape[-2]), min(fm.recon_size[1], img.shape[-1]))
         zf.append(center_crop(img, size).numpy())
+    h, w = logk[0].shape
+    mask2d = np.broadcast_to(mask, (h, w)).astype(np.float32)
     meta = {
         "path": str(p),
         "num_slices": fm.num_slices,
         "recon_size": list(fm.recon_size),
         "has_mask": fm.mask is not None,
         "has_target": fm.target(0) is not None,
+        "mask_used": job.mask_used,
+        "acceleration": float(mask2d.size / max(mask2d.sum(), 1)),
     }
+    tag = f"{job.mask_used}, {meta['acceleration']:.1f}x"
     return [
         image(
             np.stack(logk).astype(np.float32),
@@ -57,9 +66,10 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
             "gray",
             {**meta, "kind": "kspace"},
         ),
+        image(mask2d, f"{p.stem} mask ({tag})", "gray", {**meta, "kind": "mask"}),
         image(
             np.stack(zf).astype(np.float32),
-            f"{p.stem} zero-filled",
+            f"{p.stem} zero-filled ({tag})",
             "gray",
             {**meta, "kind": "zero_filled"},
         ),

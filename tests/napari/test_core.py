@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pydicom
 import pytest
+import torch
 
 from diffrecon.io.results import read_results
 from diffrecon_napari import _io, _layers, _run, _writers
@@ -31,13 +32,28 @@ def test_reader_gives_logk_and_zero_filled_with_metadata(tiny_kspace_file):
     reader = _io.get_reader(str(tiny_kspace_file))
     assert reader is not None
     layers = reader(str(tiny_kspace_file))
-    (logk, kk, tk), (zf, kz, tz) = layers
+    (logk, kk, tk), (mask, km, _), (zf, kz, tz) = layers
     assert tk == tz == "image"
     assert logk.shape[0] == zf.shape[0] == 2 and np.isfinite(logk).all()
     assert kk["metadata"]["diffrecon"]["kind"] == "kspace"
     assert kz["metadata"]["diffrecon"]["path"] == str(tiny_kspace_file)
     assert zf.min() >= 0 and zf.max() > 0
     assert _io.get_reader("nothing.txt") is None
+    # the file is fully sampled: the zero-filled layer is that of the mask a default run
+    # uses (shown as its own layer), not the fully sampled image
+    from diffrecon.jobs import ReconstructionJob
+    from diffrecon.mri.transforms import rss
+    from diffrecon.operators.fft import ifft2c
+
+    job = ReconstructionJob(tiny_kspace_file)
+    used = job.sampling_mask.numpy()
+    assert km["metadata"]["diffrecon"]["kind"] == "mask" and (mask == used).all()
+    assert 0 < mask.mean() < 0.5
+    k = job.input.kspace(1, crop_readout=True)
+    want = rss(ifft2c(torch.from_numpy(np.where(used, k, 0))), dim=0).numpy()
+    full = rss(ifft2c(torch.from_numpy(k)), dim=0).numpy()
+    np.testing.assert_allclose(zf[1], want, rtol=1e-5, atol=1e-6 * want.max())
+    assert np.abs(zf[1] - full).max() > 0.05 * full.max()
 
 
 def test_run_is_the_cli_call(tiny_kspace_file, tiny_bundle):
@@ -81,7 +97,16 @@ def test_stream_yields_steps_batches_then_done(tiny_kspace_file, tiny_bundle):
     assert [b.draws_done for b in batches] == [2, 4]  # streams as draws arrive
     np.testing.assert_allclose(batches[-1].mean, events[-1][1].mean)
     layers = _run.request_layers(events[-1][1], _request(tiny_kspace_file, tiny_bundle), True)
-    assert [kw["name"] for _, kw, _ in layers] == ["mean", "std", "|error|"]
+    names = [kw["name"] for _, kw, _ in layers]
+    assert names == ["mean", "std", "zero-filled", "mask", "|error|"]
+    by = {kw["name"]: (d, kw) for d, kw, _ in layers}
+    # std and |error| share a colormap and limits, so they compare by eye
+    assert by["std"][1]["colormap"] == by["|error|"][1]["colormap"]
+    limits = by["std"][1]["contrast_limits"]
+    assert limits == by["|error|"][1]["contrast_limits"] and limits[0] == 0
+    assert limits[1] == pytest.approx(max(by["std"][0].max(), by["|error|"][0].max()))
+    # the zero-filled image is the run's: that of the mask shown beside it
+    assert by["mask"][0].shape[-1] == 32 and 0 < by["mask"][0].mean() < 0.5
     assert "PSNR" in _layers.summary_text(events[-1][1])
 
 

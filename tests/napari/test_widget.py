@@ -9,7 +9,10 @@ import pytest
 def widget(make_napari_viewer, tiny_kspace_file, tiny_bundle):
     viewer = make_napari_viewer()
     layers = viewer.open(str(tiny_kspace_file), plugin="diffrecon")
-    assert [layer.name for layer in layers] == ["tiny k-space (log|k|)", "tiny zero-filled"]
+    names = [layer.name for layer in layers]
+    assert names[0] == "tiny k-space (log|k|)"
+    assert names[1].startswith("tiny mask (random (auto), ")  # the mask a run will use
+    assert names[2].startswith("tiny zero-filled (random (auto), ")
     _, w = viewer.window.add_plugin_dock_widget("diffrecon", "Reconstruct with uncertainty")
     w.prior.value = str(tiny_bundle)
     w.sampler.value = "daps-mri"
