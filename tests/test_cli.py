@@ -153,7 +153,7 @@ def test_export_dicom_round_trip(tmp_path, tiny_kspace_file, tiny_bundle):
         assert len(files) == vol.shape[0]
         for i, fpath in enumerate(files):
             ds = pydicom.dcmread(fpath)
-            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.InstanceNumber == i + 1
+            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4" and ds.InstanceNumber == i + 1
             assert ds.PatientID == ref_ds.PatientID and ds.PatientName == ref_ds.PatientName
             values = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
             step = float(ds.RescaleSlope)

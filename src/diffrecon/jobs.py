@@ -443,6 +443,11 @@ class ReconstructionJob:
             "center_fraction": self.mask.center_fraction,
             "mask_type": self.mask_used_kind(),
             "input": str(f.path),
+            # geometry from the ISMRMRD header, for DICOM and NIfTI exports
+            "pixel_spacing_mm": list(f.header.pixel_spacing_mm)
+            if f.header is not None and f.header.pixel_spacing_mm is not None
+            else None,
+            "slice_thickness_mm": f.header.slice_thickness_mm if f.header is not None else None,
             "patient_id": f.attrs.get("patient_id"),
             "acquisition": f.attrs.get("acquisition"),
             "noise_std_estimate": [p.noise_std_estimate for p in prov] or None,

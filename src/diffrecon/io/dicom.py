@@ -1,5 +1,5 @@
-"""DICOM: export of result files (one Secondary Capture series per map: mean, std, draws)
-and reading a series back.
+"""DICOM: export of result files (one MR Image series per map: mean, std, intervals, draws;
+``DERIVED\\SECONDARY``) and reading a series back.
 
 Pixels are uint16 with ``RescaleSlope``/``RescaleIntercept`` so a viewer shows the stored
 float values (within half a quantisation step). Study/series/instance UIDs are consistent
@@ -10,6 +10,8 @@ study fields are copied from a reference DICOM when one is given.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from diffrecon._version import __version__
 from diffrecon.io.atomic import OutputExistsError, atomic_folder, refuse_overwriting_inputs
 from diffrecon.io.results import read_results
 
-SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 COPIED_FIELDS = (
     "PatientName",
     "PatientID",
@@ -34,6 +36,7 @@ COPIED_FIELDS = (
     "ReferringPhysicianName",
     "StudyDescription",
     "FrameOfReferenceUID",
+    "PatientPosition",
 )
 
 
@@ -45,6 +48,64 @@ def quantise(img: np.ndarray) -> tuple[np.ndarray, float, float]:
     return pix, slope, lo
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where the slices lie: pixel spacing ``(row, column)`` and slice thickness in mm,
+    the orientation (row and column direction cosines) and the first slice's position."""
+
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)
+    thickness: float = 1.0
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    from_header: bool = False
+
+    def position(self, slice_index: int) -> list[float]:
+        """``ImagePositionPatient`` of a slice: the origin moved ``slice_index`` slice
+        thicknesses along the normal of the orientation."""
+        o = np.asarray(self.orientation, dtype=np.float64)
+        normal = np.cross(o[:3], o[3:])
+        return [float(v) for v in np.asarray(self.origin) + slice_index * self.thickness * normal]
+
+
+def geometry(attrs: dict[str, Any], reference: Any = None) -> Geometry:
+    """The export's geometry: spacing and thickness from the result file (the ISMRMRD
+    header's field of view over matrix), orientation and origin from a reference DICOM that
+    has them; documented defaults otherwise (1 mm, axial, origin 0)."""
+    spacing = _json(attrs.get("pixel_spacing_mm"))
+    thickness = _json(attrs.get("slice_thickness_mm"))
+    g = Geometry()
+    if isinstance(spacing, list) and len(spacing) == 2:
+        g = replace(g, pixel_spacing=(float(spacing[0]), float(spacing[1])), from_header=True)
+    if isinstance(thickness, int | float) and thickness > 0:
+        g = replace(g, thickness=float(thickness))
+    if reference is not None:
+        if "ImageOrientationPatient" in reference:
+            g = replace(g, orientation=tuple(float(v) for v in reference.ImageOrientationPatient))
+        if "ImagePositionPatient" in reference:
+            g = replace(g, origin=tuple(float(v) for v in reference.ImagePositionPatient))
+        if not g.from_header and "PixelSpacing" in reference:
+            g = replace(g, pixel_spacing=tuple(float(v) for v in reference.PixelSpacing))
+    return g
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return value
+
+
+def window(vol: np.ndarray, from_zero: bool) -> tuple[float, float]:
+    """``(centre, width)`` of a display window over the volume: the 0.5th to 99.5th
+    percentile (from 0 for maps that start at 0, such as the std), never of zero width."""
+    hi = float(np.percentile(vol, 99.5))
+    lo = 0.0 if from_zero else float(np.percentile(vol, 0.5))
+    width = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+    return lo + width / 2, width
+
+
 def _dataset(
     img: np.ndarray,
     series_uid: str,
@@ -52,22 +113,35 @@ def _dataset(
     series_number: int,
     instance: int,
     description: str,
+    geo: Geometry | None = None,
+    slice_index: int = 0,
+    win: tuple[float, float] | None = None,
 ):
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SC_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
     now = dt.datetime.now()
-    ds.SOPClassUID = SC_IMAGE_STORAGE
+    ds.SOPClassUID = MR_IMAGE_STORAGE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     for key, value in study.items():
-        setattr(ds, key, value)
+        if key != "PatientPosition":
+            setattr(ds, key, value)
     ds.Modality = "MR"
-    ds.ConversionType = "WSD"
+    # MR Image module: a derived research reconstruction, acquisition details unknown here
+    ds.ScanningSequence = "RM"  # research mode
+    ds.SequenceVariant = "NONE"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "2D"
+    ds.RepetitionTime = ""
+    ds.EchoTime = ""
+    ds.EchoTrainLength = ""
+    ds.PositionReferenceIndicator = ""
+    ds.PatientPosition = study.get("PatientPosition", "")  # type 2C: the reference's, or empty
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = description
@@ -75,8 +149,18 @@ def _dataset(
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds.Manufacturer = "diffrecon"
     ds.SoftwareVersions = __version__
-    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
     ds.PatientOrientation = ""  # type 2 in the General Image module: present, may be empty
+    ds.Laterality = ""  # type 2C in General Series: present, empty (not a paired organ known)
+    geo = geo or Geometry()
+    ds.PixelSpacing = [f"{v:.6g}" for v in geo.pixel_spacing]
+    ds.SliceThickness = f"{geo.thickness:.6g}"
+    ds.ImageOrientationPatient = [f"{v:.6g}" for v in geo.orientation]
+    ds.ImagePositionPatient = [f"{v:.6g}" for v in geo.position(slice_index)]
+    if win is not None:
+        ds.WindowCenter, ds.WindowWidth = f"{win[0]:.6g}", f"{win[1]:.6g}"
+        ds.WindowCenterWidthExplanation = "0.5-99.5 percentile of the series"
+        ds.VOILUTFunction = "LINEAR_EXACT"  # file units are often far below 1
     pix, slope, intercept = quantise(img)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -108,7 +192,7 @@ def export_dicom(
     res = read_results(result_h5)
     out = Path(out_dir)
     study: dict = {
-        "PatientName": "Anonymous",
+        "PatientName": "Anonymous^",
         "PatientID": str(res.attrs.get("patient_id", "")),
         "StudyInstanceUID": generate_uid(),
         "StudyID": "1",
@@ -119,11 +203,15 @@ def export_dicom(
         "PatientBirthDate": "",
         "PatientSex": "",
     }
+    ref = None
     if reference is not None:
         ref = pydicom.dcmread(str(reference), stop_before_pixels=True)
         for key in COPIED_FIELDS:
             if key in ref:
                 study[key] = ref.data_element(key).value
+    study.setdefault("FrameOfReferenceUID", generate_uid())
+    geo = geometry(res.attrs, ref)
+    indices = [int(i) for i in res.slice_indices]
     series = [
         ("mean", res.reconstruction, "diffrecon posterior mean |x|"),
         ("std", res.std, "diffrecon posterior std of |x|"),
@@ -151,6 +239,7 @@ def export_dicom(
     written: list[Path] = []
     for number, (name, vol, description) in enumerate(series, start=1):
         series_uid = generate_uid()
+        win = window(np.asarray(vol), from_zero=name.startswith("std"))
         with atomic_folder(out / name, overwrite=overwrite) as tmp:
             for i, img in enumerate(vol):
                 ds = _dataset(
@@ -160,6 +249,9 @@ def export_dicom(
                     number,
                     i + 1,
                     description,
+                    geo,
+                    indices[i],
+                    win,
                 )
                 ds.save_as(str(tmp / f"{i + 1:04d}.dcm"), enforce_file_format=True)
         written.extend(out / name / f"{i + 1:04d}.dcm" for i in range(len(vol)))

@@ -35,6 +35,23 @@ class Header:
     recon_size: tuple[int, int, int]
     encoding_center: int
     encoding_max: int  # one past the last acquired phase-encode line
+    recon_fov_mm: tuple[float, float, float] | None = None  # reconSpace fieldOfView_mm
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        """``(row, column)`` spacing of the recon image: field of view over matrix, readout
+        (x, the image rows) first, phase encode (y) second."""
+        if self.recon_fov_mm is None or min(self.recon_size[:2]) < 1:
+            return None
+        return (
+            self.recon_fov_mm[0] / self.recon_size[0],
+            self.recon_fov_mm[1] / self.recon_size[1],
+        )
+
+    @property
+    def slice_thickness_mm(self) -> float | None:
+        """The recon field of view along z (one slice of a 2-D acquisition)."""
+        return None if self.recon_fov_mm is None else self.recon_fov_mm[2]
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -51,9 +68,11 @@ def parse_header(xml: bytes | str) -> Header:
     except ET.ParseError as err:
         raise FastMRIError(f"ismrmrd_header is not valid XML: {err}") from err
 
+    ns = {"ismrmrd": ISMRMRD_NS}
+
     def find(*path: str) -> int:
         q = "/".join(f"ismrmrd:{p}" for p in path)
-        node = root.find(q, {"ismrmrd": ISMRMRD_NS})
+        node = root.find(q, ns)
         if node is None or node.text is None:
             raise FastMRIError(f"ismrmrd_header lacks {'/'.join(path)}")
         return int(node.text)
@@ -61,7 +80,19 @@ def parse_header(xml: bytes | str) -> Header:
     enc = tuple(find("encoding", "encodedSpace", "matrixSize", a) for a in "xyz")
     rec = tuple(find("encoding", "reconSpace", "matrixSize", a) for a in "xyz")
     lims = ("encoding", "encodingLimits", "kspace_encoding_step_1")
-    return Header(enc, rec, find(*lims, "center"), find(*lims, "maximum") + 1)  # type: ignore[arg-type]
+    fov: tuple[float, float, float] | None = None
+    nodes = [
+        root.find(f"ismrmrd:encoding/ismrmrd:reconSpace/ismrmrd:fieldOfView_mm/ismrmrd:{a}", ns)
+        for a in "xyz"
+    ]
+    try:  # optional: geometry for DICOM and NIfTI, never needed to reconstruct
+        values = tuple(float(n.text) for n in nodes if n is not None and n.text is not None)
+        if len(values) == 3 and all(0 < v < 1e4 for v in values):
+            fov = values  # type: ignore[assignment]
+    except ValueError:
+        fov = None
+    center, maximum = find(*lims, "center"), find(*lims, "maximum") + 1
+    return Header(enc, rec, center, maximum, fov)  # type: ignore[arg-type]
 
 
 def header_xml(
