@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a calibration.json from `diffrecon calibrate` for the same settings",
     )
+    rec.add_argument(
+        "--format",
+        choices=["h5", "nifti"],
+        default="h5",
+        help="nifti: also write mean, std and intervals as OUT/<name>_<map>.nii.gz with an "
+        "affine from the header (the .h5 result, which carries the provenance, is always "
+        "written)",
+    )
     rec.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     rec.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     rec.add_argument(
@@ -129,6 +137,17 @@ def _parser() -> argparse.ArgumentParser:
     dcm.add_argument(
         "--overwrite", action="store_true", help="replace existing series folders whole"
     )
+
+    nii = sub.add_parser("export-nifti", help="write a result file's maps as NIfTI volumes")
+    nii.add_argument("result", type=Path)
+    nii.add_argument("out", type=Path, help="output folder (<name>_<map>.nii.gz)")
+    nii.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="DICOM file whose orientation and position place slice 0",
+    )
+    nii.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     demo = sub.add_parser("demo", help="reconstruct a simulated brain slice with the default prior")
     demo.add_argument("-o", "--out", type=Path, default=Path("out/demo"))
@@ -343,6 +362,10 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
         job.check_settings()
         if out.exists() and not args.overwrite:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
+        if getattr(args, "format", "h5") == "nifti" and not args.overwrite:
+            nii = args.out / f"{out.stem}_mean.nii.gz"
+            if nii.exists():
+                raise BadInput(f"{nii} exists: pass --overwrite to replace it")
         job.check_input()
         jobs.append(job)
     prior = open_prior(
@@ -420,6 +443,10 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
         if row["status"] in ("done", "skipped (done)"):
             extra = f", PSNR {row['psnr']:.2f} dB" if row.get("psnr") is not None else ""
             print(f"{name}: {row['status']}{extra}")
+            if args.format == "nifti" and row["status"] == "done":
+                from diffrecon.io.nifti import export_nifti
+
+                export_nifti(row["output"], args.out, overwrite=True)
         else:
             bad += 1
             print(f"diffrecon: {name}: {row['status']}: {row['error']}", file=sys.stderr)
@@ -455,6 +482,10 @@ def _reconstruct(args: argparse.Namespace) -> int | None:
             steps_bar.close()
         volume = job.volume(results)
         out = write_results(args.out / name, volume, overwrite=args.overwrite)
+        if args.format == "nifti":
+            from diffrecon.io.nifti import export_nifti
+
+            export_nifti(out, args.out, overwrite=args.overwrite)
         msg = f"{name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
         zf = [r.zero_filled for r in results]
         m = job.volume_metrics(
@@ -559,19 +590,35 @@ def _info(args: argparse.Namespace) -> None:
         )
 
 
+def _export_nifti(args: argparse.Namespace) -> None:
+    from diffrecon.io.nifti import export_nifti
+
+    if not args.result.exists():
+        raise BadInput(f"{args.result}: no such file")
+    check_writable_folder(args.out)
+    _check_reference(args.reference)
+    files = export_nifti(args.result, args.out, args.reference, overwrite=args.overwrite)
+    print(f"wrote {len(files)} NIfTI files under {args.out}")
+
+
+def _check_reference(reference: Path | None) -> None:
+    """A --reference must be a readable DICOM (checked before anything is written)."""
+    if reference is not None:
+        import pydicom
+
+        try:
+            pydicom.dcmread(str(reference), stop_before_pixels=True)
+        except Exception as err:  # any reason it cannot be read is bad input
+            raise BadInput(f"--reference {reference}: not a readable DICOM file") from err
+
+
 def _export(args: argparse.Namespace) -> None:
     from diffrecon.io.dicom import export_dicom
 
     if not args.result.exists():
         raise BadInput(f"{args.result}: no such file")
     check_writable_folder(args.out)
-    if args.reference is not None:
-        import pydicom
-
-        try:
-            pydicom.dcmread(str(args.reference), stop_before_pixels=True)
-        except Exception as err:  # any reason it cannot be read is bad input
-            raise BadInput(f"--reference {args.reference}: not a readable DICOM file") from err
+    _check_reference(args.reference)
     files = export_dicom(
         args.result,
         args.out,
@@ -659,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
             _info(args)
         elif args.command == "export-dicom":
             _export(args)
+        elif args.command == "export-nifti":
+            _export_nifti(args)
         elif args.command == "demo":
             from diffrecon.demo import run_demo
 

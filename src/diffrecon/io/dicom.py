@@ -10,8 +10,6 @@ study fields are copied from a reference DICOM when one is given.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from diffrecon._version import __version__
 from diffrecon.io.atomic import OutputExistsError, atomic_folder, refuse_overwriting_inputs
+from diffrecon.io.geometry import Geometry, geometry
 from diffrecon.io.results import read_results
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -46,55 +45,6 @@ def quantise(img: np.ndarray) -> tuple[np.ndarray, float, float]:
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
     pix = np.clip(np.round((img - lo) / slope), 0, 65535).astype(np.uint16)
     return pix, slope, lo
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the slices lie: pixel spacing ``(row, column)`` and slice thickness in mm,
-    the orientation (row and column direction cosines) and the first slice's position."""
-
-    pixel_spacing: tuple[float, float] = (1.0, 1.0)
-    thickness: float = 1.0
-    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # axial
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    from_header: bool = False
-
-    def position(self, slice_index: int) -> list[float]:
-        """``ImagePositionPatient`` of a slice: the origin moved ``slice_index`` slice
-        thicknesses along the normal of the orientation."""
-        o = np.asarray(self.orientation, dtype=np.float64)
-        normal = np.cross(o[:3], o[3:])
-        return [float(v) for v in np.asarray(self.origin) + slice_index * self.thickness * normal]
-
-
-def geometry(attrs: dict[str, Any], reference: Any = None) -> Geometry:
-    """The export's geometry: spacing and thickness from the result file (the ISMRMRD
-    header's field of view over matrix), orientation and origin from a reference DICOM that
-    has them; documented defaults otherwise (1 mm, axial, origin 0)."""
-    spacing = _json(attrs.get("pixel_spacing_mm"))
-    thickness = _json(attrs.get("slice_thickness_mm"))
-    g = Geometry()
-    if isinstance(spacing, list) and len(spacing) == 2:
-        g = replace(g, pixel_spacing=(float(spacing[0]), float(spacing[1])), from_header=True)
-    if isinstance(thickness, int | float) and thickness > 0:
-        g = replace(g, thickness=float(thickness))
-    if reference is not None:
-        if "ImageOrientationPatient" in reference:
-            g = replace(g, orientation=tuple(float(v) for v in reference.ImageOrientationPatient))
-        if "ImagePositionPatient" in reference:
-            g = replace(g, origin=tuple(float(v) for v in reference.ImagePositionPatient))
-        if not g.from_header and "PixelSpacing" in reference:
-            g = replace(g, pixel_spacing=tuple(float(v) for v in reference.PixelSpacing))
-    return g
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return None
-    return value
 
 
 def window(vol: np.ndarray, from_zero: bool) -> tuple[float, float]:
