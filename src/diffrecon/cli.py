@@ -211,12 +211,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--prior",
         default="brain-mri-default",
         help="a shipped prior's name, a bundle or diffusers folder, or a checkpoint file "
-        "(.pt/.pth/.safetensors; EDM/InverseBench or guided-diffusion ADM) (default: %(default)s)",
+        "(.pt/.pth/.safetensors; EDM/InverseBench, guided-diffusion ADM or score_sde NCSN++) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--prior-format",
         default="auto",
-        choices=["auto", "bundle", "edm", "adm", "monai", "diffusers"],
+        choices=["auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers"],
         help="the prior's family (default: recognised from the files)",
     )
     p.add_argument(
@@ -226,7 +227,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a setting the checkpoint does not record, repeatable: data_scale / data_shift "
         "(x_net = scale * x + shift, the network's value range), sigma_data (edm), "
-        "num_head_channels, num_heads, beta_start, beta_end (adm)",
+        "num_head_channels, num_heads, beta_start, beta_end (adm), ch_mult, "
+        "num_res_blocks, attn_resolutions, image_size, sigma_max (ncsnpp)",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same numbers")

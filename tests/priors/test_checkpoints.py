@@ -18,14 +18,25 @@ import diffrecon.mri as mri
 from diffrecon.priors import LearnedPrior, PriorLoadError, from_module, load_checkpoint, open_prior
 from diffrecon.priors.families.adm import ADMNetwork, ADMUNet
 from diffrecon.priors.families.edm import EDMNetwork, infer_config
+from diffrecon.priors.families.ncsnpp import NCSNpp
 
 PUBLISHED = json.loads((Path(__file__).parent / "data" / "published_keys.json").read_text())
 FAST = {"sampler": "daps-fast", "steps": 2, "draws": 1, "langevin_steps": 2}
 
 
+NCSNPP_OPTIONS = {
+    "image_size": 32,
+    "ch_mult": [1, 2, 2],
+    "num_res_blocks": 2,
+    "attn_resolutions": [8],
+}
+
+
 def _net(name: str) -> torch.nn.Module:
     cfg = dict(PUBLISHED[name]["config"])
     torch.manual_seed(0)
+    if name.startswith("ncsnpp"):
+        return NCSNpp(cfg.pop("nf"), cfg.pop("channels"), **cfg)
     if name.startswith("edm"):
         cfg.pop("dropout")
         c = cfg.pop("img_channels")
@@ -55,7 +66,13 @@ def _randomise(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_our_networks_have_the_published_key_names_and_shapes(name):
-    ours = {k: list(v.shape) for k, v in _net(name).state_dict().items()}
+    net = _net(name)
+    ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    if name.startswith("ncsnpp"):  # the reference also saves its noise table, which we drop
+        ours["sigmas"] = PUBLISHED[name]["keys"]["sigmas"]
+        # and its EMA lists the trainable parameters in this order
+        trainable = [k for k, p in net.named_parameters() if p.requires_grad]
+        assert trainable == PUBLISHED[name]["trainable_order"]
     assert ours == PUBLISHED[name]["keys"]
     if name.startswith("edm"):  # and the architecture is read back from them
         shapes = {k: tuple(v) for k, v in PUBLISHED[name]["keys"].items()}
@@ -101,6 +118,35 @@ def test_checkpoint_layouts_load_and_reconstruct(tmp_path, slice_, name, layout,
     assert r.mean.shape == slice_.shape[-2:] and np.isfinite(r.mean).all()
 
 
+def test_score_sde_checkpoint_loads_its_ema_weights_and_reconstructs(tmp_path, slice_):
+    """score_sde / score-MRI layout: {'model': DataParallel state dict with the sigmas table,
+    'ema': {'decay', 'num_updates', 'shadow_params'}, 'step'}: the EMA weights are used."""
+    net = _net("ncsnpp_scoremri")
+    state = _randomise(net)
+    model = {"module.sigmas": torch.linspace(378, 0.01, 10)}
+    model.update({f"module.{k}": v for k, v in state.items()})
+    trainable = [k for k, p in net.named_parameters() if p.requires_grad]
+    shadow = [state[k] + 1 for k in trainable]
+    ema = {"decay": 0.999, "num_updates": 3, "shadow_params": shadow}
+    path = tmp_path / "checkpoint_95.pth"
+    torch.save({"model": model, "ema": ema, "step": 95, "optimizer": {"state": {}}}, path)
+    prior = open_prior(path, **NCSNPP_OPTIONS)
+    loaded = prior.net.state_dict()
+    assert prior.config["format"] == "ncsnpp" and prior.config["parameterisation"] == "score-ve"
+    assert all(torch.equal(loaded[k], state[k] + 1) for k in trainable)
+    assert torch.equal(loaded["all_modules.0.W"], state["all_modules.0.W"])  # fixed, not EMA
+    # Tweedie: D(x, sigma) = x + sigma^2 score(x, sigma)
+    x, s = torch.rand(1, 2, 32, 32), torch.tensor([0.3])
+    torch.testing.assert_close(prior(x, s), x + 0.09 * prior.net(x, s))
+    r = mri.reconstruct(slice_, prior=prior, seed=0, **FAST)
+    assert np.isfinite(r.mean).all()
+    # an EMA that does not match the model is refused
+    ema["shadow_params"] = shadow[:-1]
+    torch.save({"model": model, "ema": ema, "step": 95}, path)
+    with pytest.raises(PriorLoadError, match="EMA holds"):
+        open_prior(path, **NCSNPP_OPTIONS)
+
+
 def test_adm_learn_sigma_keeps_the_epsilon_half():
     net = _net("adm_dds").eval()
     net.load_state_dict(_randomise(net))
@@ -112,7 +158,12 @@ def test_adm_learn_sigma_keeps_the_epsilon_half():
 
 def test_unsafe_and_mismatched_checkpoints_are_refused(tmp_path):
     # pickled objects (code) are never unpickled, for every family's layout
-    for name, layout in (("edm_dhariwal", "net"), ("edm_ncsnpp", "ema"), ("adm_dds", None)):
+    for name, layout in (
+        ("edm_dhariwal", "net"),
+        ("edm_ncsnpp", "ema"),
+        ("adm_dds", None),
+        ("ncsnpp_scoremri", "model"),
+    ):
         state = _net(name).state_dict()
         payload = (
             {layout: state, "args": argparse.Namespace(lr=1)}

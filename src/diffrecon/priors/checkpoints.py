@@ -8,7 +8,10 @@ conversion), unwraps the usual nesting (``ema``, ``net``, ``model``, ``state_dic
 - ``edm``: EDM / InverseBench ``EDMPrecond`` with ``DhariwalUNet`` or ``SongUNet``
   (:mod:`~diffrecon.priors.families.edm`), EDM preconditioning;
 - ``adm``: guided-diffusion ``UNetModel`` (:mod:`~diffrecon.priors.families.adm`), a VP
-  epsilon model on the DDPM linear-beta schedule, ``learn_sigma`` read from the channels.
+  epsilon model on the DDPM linear-beta schedule, ``learn_sigma`` read from the channels;
+- ``ncsnpp``: score_sde's NCSN++ (:mod:`~diffrecon.priors.families.ncsnpp`), a continuous VE
+  score model; score_sde's ``{'model', 'ema', 'step'}`` checkpoints load their EMA weights
+  and drop the ``sigmas`` table.
 
 ``open_prior(spec, format)`` is the one entry the CLI, napari, jobs and the numpy API use:
 shipped names, bundle folders, checkpoint files and diffusers folders.
@@ -21,9 +24,10 @@ from typing import Any
 
 import torch
 
+from diffrecon.priors.families.ncsnpp import DEFAULTS as NCSNPP_DEFAULTS
 from diffrecon.priors.learned import LearnedPrior, PriorLoadError
 
-FORMATS = ("auto", "bundle", "edm", "adm", "monai", "diffusers")
+FORMATS = ("auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers")
 NESTING = ("ema", "net", "model", "state_dict", "params")
 EDM_PKL_HINT = (
     "EDM's .pkl snapshots pickle code, which diffrecon never runs. Convert it once with your "
@@ -44,6 +48,7 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
         "beta_schedule": "linear",
     },
 }
+FAMILY_OPTIONS["ncsnpp"] = {**NCSNPP_DEFAULTS, "sigma_min": 0.01, "sigma_max": 378.0}
 COMMON_OPTIONS = {"data_scale": 1.0, "data_shift": 0.0, "name": None}
 
 
@@ -80,6 +85,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"pickled objects other than tensors, which diffrecon never unpickles ({first}). "
                 "Save the network's state_dict() instead."
             ) from err
+    if isinstance(obj, dict) and isinstance(obj.get("ema"), dict) and "shadow_params" in obj["ema"]:
+        # score_sde: {'model': state dict, 'ema': {'shadow_params': [...]}, 'step', ...}
+        from diffrecon.priors.families.ncsnpp import ema_state
+
+        model = obj.get("model")
+        if not _tensors(model):
+            raise PriorLoadError(f"{path}: an EMA checkpoint without a 'model' state dict")
+        model = _strip_module(model)
+        try:
+            return ema_state(model, list(obj["ema"]["shadow_params"]))
+        except ValueError as err:
+            raise PriorLoadError(f"{path}: {err}") from err
     seen = []
     while isinstance(obj, dict) and not _tensors(obj):
         key = next((k for k in NESTING if k in obj and isinstance(obj[k], dict)), None)
@@ -92,9 +109,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj[key]
     if not _tensors(obj):
         raise PriorLoadError(f"{path} does not hold a state dict of tensors")
-    while all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
+    return _strip_module(obj)
+
+
+def _strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Without DataParallel's ``module.`` prefix."""
+    while state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
 
 
 def detect_format(shapes: dict[str, tuple[int, ...]]) -> str:
@@ -108,9 +130,7 @@ def detect_format(shapes: dict[str, tuple[int, ...]]) -> str:
     if "conv_in.conv.weight" in keys or any(k.startswith("down_blocks.") for k in keys):
         return "monai"
     if any(k.startswith("all_modules.") for k in keys):
-        raise PriorLoadError(
-            "this looks like a score_sde NCSN++ checkpoint (all_modules.*): not supported yet"
-        )
+        return "ncsnpp"
     raise PriorLoadError(
         "unknown checkpoint layout (first keys: "
         + ", ".join(sorted(keys)[:5])
@@ -202,6 +222,25 @@ def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> L
         }
         levels = len(arch["channel_mult"])
         channels = arch["in_channels"]
+    elif family == "ncsnpp":
+        from diffrecon.priors.families.ncsnpp import NCSNpp, infer_config
+
+        opts = _check_options("ncsnpp", options)
+        state.pop("sigmas", None)  # the discrete noise table: not part of the network
+        try:
+            arch = {**infer_config(shapes), **{k: opts[k] for k in NCSNPP_DEFAULTS}}
+            net = NCSNpp(**arch)
+        except (ValueError, KeyError) as err:
+            why = f"not a score_sde NCSN++ with Fourier embedding and BigGAN blocks ({err})"
+            raise PriorLoadError(f"{label}: {why}") from err
+        config = {
+            "parameterisation": "score-ve",
+            "sigma_min": opts["sigma_min"],
+            "sigma_max": opts["sigma_max"],
+        }
+        levels = len(arch["ch_mult"])
+        channels = arch["channels"]
+        arch = {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()}
     elif family in ("monai", "diffusers", "bundle"):
         raise PriorLoadError(
             f"{label}: a {family} prior is not a single checkpoint file: use "

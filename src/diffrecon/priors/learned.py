@@ -13,12 +13,13 @@ import torch
 from diffrecon.priors.wrappers import (
     EDMDenoiser,
     ScaledDenoiser,
+    ScoreVEDenoiser,
     VPDenoiser,
     X0Denoiser,
     ddpm_alphas_cumprod,
 )
 
-PARAMETERISATIONS = ("edm", "x0-ve", "eps-vp", "v-vp")
+PARAMETERISATIONS = ("edm", "x0-ve", "eps-vp", "v-vp", "score-ve")
 
 
 class PriorLoadError(ValueError):
@@ -43,6 +44,7 @@ def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None 
     """A ``D(x, sigma)`` from a network with a declared parameterisation.
 
     ``"edm"``: raw EDM network ``F(c_in x, c_noise)``; ``"x0-ve"``: ``net(x, sigma) -> x0``;
+    ``"score-ve"``: a VE score network ``net(x, sigma)`` (Tweedie: ``x + sigma^2 net``);
     ``"eps-vp"`` / ``"v-vp"``: DDPM network ``net(z_t, t)`` with the beta schedule in
     ``config`` (``num_train_timesteps``, ``beta_start``, ``beta_end``, ``beta_schedule``).
     ``config["data_scale"]``/``["data_shift"]`` map the sampler's data to the network's.
@@ -59,6 +61,10 @@ def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None 
     elif parameterisation == "x0-ve":
         den = X0Denoiser(
             net, sd, float(cfg.get("sigma_min", 0.002)), float(cfg.get("sigma_max", 80.0))
+        )
+    elif parameterisation == "score-ve":
+        den = ScoreVEDenoiser(
+            net, sd, float(cfg.get("sigma_min", 0.01)), float(cfg.get("sigma_max", 378.0))
         )
     elif parameterisation in ("eps-vp", "v-vp"):
         ac = ddpm_alphas_cumprod(

@@ -176,6 +176,19 @@ class FlowMatchingDenoiser:
         return xt - t * v
 
 
+class ScoreVEDenoiser:
+    """A VE score network ``s(x, sigma) ~ grad log p(x; sigma)`` (score_sde's NCSN++) as
+    ``D(x, sigma) = x + sigma^2 s(x, sigma)`` (Tweedie's formula)."""
+
+    def __init__(self, net: Any, sigma_data: float, sigma_min: float, sigma_max: float) -> None:
+        self.net = net
+        self.sigma_data, self.sigma_min, self.sigma_max = sigma_data, sigma_min, sigma_max
+
+    def __call__(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        s = sigma_batch(sigma, x)
+        return x + s.reshape(-1, *([1] * (x.ndim - 1))) ** 2 * self.net(x, s)
+
+
 class X0Denoiser:
     """A network that predicts ``x0`` directly from ``(x, sigma)`` in the package's own VE
     convention: ``D(x, sigma) = net(x, sigma)``, with the trained range declared."""
