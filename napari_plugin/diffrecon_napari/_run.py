@@ -34,8 +34,10 @@ class Request:
     slice_index: int = 0
     acceleration: float = 4.0
     center_fraction: float = 0.08
-    mask_kind: str = "random"  # random | equispaced | file
-    prior: str = "brain-mri-default"
+    mask_kind: str = "auto"  # auto | random | equispaced | file (as the CLI's --mask-type)
+    prior: str = "brain-mri-default"  # a shipped name, a bundle or a checkpoint file
+    prior_format: str = "auto"
+    prior_options: str = ""  # "KEY=VALUE, KEY=VALUE" as the CLI's --prior-option
     sampler: str = MRI_DEFAULT
     steps: int = 0  # 0: the preset's
     draws: int = 8
@@ -53,8 +55,24 @@ class Request:
             raise ValueError(f"no k-space file at {self.path!r}")
         if self.draws < 1 or self.batch_size < 1:
             raise ValueError("draws and batch size must be >= 1")
-        if self.mask_kind not in ("random", "equispaced", "file"):
+        if self.mask_kind not in ("auto", "random", "equispaced", "file"):
             raise ValueError(f"unknown mask type {self.mask_kind!r}")
+        self.parsed_prior_options()
+
+    def parsed_prior_options(self) -> dict[str, Any]:
+        """``"KEY=VALUE, ..."`` as a dict (values read as JSON where they parse)."""
+        import json
+
+        options: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in self.prior_options.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"prior options take KEY=VALUE, got {item!r}")
+            try:
+                options[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                options[key.strip()] = value.strip()
+        return options
 
     @cached_property
     def job(self) -> ReconstructionJob:
@@ -70,6 +88,8 @@ class Request:
         return ReconstructionJob(
             self.path,
             prior=self.prior,
+            prior_format=self.prior_format,
+            prior_options=self.parsed_prior_options(),
             sampler=self.sampler,
             overrides=overrides,
             slices=[self.slice_index],

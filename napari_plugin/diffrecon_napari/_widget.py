@@ -28,12 +28,22 @@ class ReconstructWidget(QWidget):
         self.source = widgets.ComboBox(label="k-space layer", choices=self._kspace_layers)
         self.file = widgets.FileEdit(label="or file", filter="*.h5", value="")
         self.slice = widgets.SpinBox(label="slice", min=0, max=10_000, value=0)
-        self.mask_kind = widgets.ComboBox(label="mask", choices=["random", "equispaced", "file"])
+        self.mask_kind = widgets.ComboBox(
+            label="mask", choices=["auto", "random", "equispaced", "file"], value="auto"
+        )
         self.accel = widgets.FloatSpinBox(label="acceleration", min=1.0, max=32.0, value=4.0)
         self.center = widgets.FloatSpinBox(
             label="center fraction", min=0.0, max=1.0, step=0.01, value=0.08
         )
-        self.prior = widgets.LineEdit(label="prior (name or bundle)", value="brain-mri-default")
+        self.prior = widgets.LineEdit(
+            label="prior (name, bundle or checkpoint)", value="brain-mri-default"
+        )
+        self.prior_format = widgets.ComboBox(
+            label="prior format",
+            choices=["auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers"],
+            value="auto",
+        )
+        self.prior_options = widgets.LineEdit(label="prior options (KEY=VALUE, ...)", value="")
         self.sampler = widgets.ComboBox(label="sampler", choices=list(_run.SAMPLERS))
         self.steps = widgets.SpinBox(label="steps (0: preset)", min=0, max=5000, value=0)
         self.draws = widgets.SpinBox(label="draws", min=1, max=1024, value=8)
@@ -58,6 +68,8 @@ class ReconstructWidget(QWidget):
                 self.accel,
                 self.center,
                 self.prior,
+                self.prior_format,
+                self.prior_options,
                 self.sampler,
                 self.steps,
                 self.draws,
@@ -103,6 +115,8 @@ class ReconstructWidget(QWidget):
             center_fraction=self.center.value,
             mask_kind=self.mask_kind.value,
             prior=self.prior.value,
+            prior_format=self.prior_format.value,
+            prior_options=self.prior_options.value,
             sampler=self.sampler.value,
             steps=self.steps.value,
             draws=self.draws.value,

@@ -76,3 +76,15 @@ def test_mask_helpers():
     assert measured_mask(k).tolist() == [False, True, False]
     k[:, 0, 0] = 1
     assert measured_mask(k).shape == (4, 3)
+
+
+def test_reconstruct_slice_takes_a_numpy_mask(slice_, tiny_bundle):
+    from diffrecon.pipeline import reconstruct_slice
+    from diffrecon.priors import load
+
+    mask = cartesian_mask(slice_.shape[-1], 4.0, 0.08, seed=0).mask
+    prior = load(tiny_bundle)
+    fast = {k: v for k, v in FAST.items() if k != "draws"}
+    a = reconstruct_slice(slice_, prior, mask.numpy(), draws=2, **fast)
+    b = reconstruct_slice(slice_, prior, mask, draws=2, **fast)
+    np.testing.assert_array_equal(a.mean, b.mean)

@@ -157,3 +157,24 @@ def test_writers_round_trip_h5_and_dicom(tiny_kspace_file, tiny_bundle, tmp_path
     np.testing.assert_allclose(
         dcm_layers[0][0][0], res.mean, rtol=0.01, atol=0.01 * float(res.mean.max())
     )
+
+
+def test_request_takes_a_checkpoint_prior_with_options_and_the_auto_mask(
+    tiny_kspace_file, tmp_path
+):
+    from diffrecon.priors.families.adm import ADMNetwork
+
+    torch.manual_seed(0)
+    net = ADMNetwork(
+        True, in_channels=2, model_channels=32, out_channels=4, num_res_blocks=1,
+        attention_ds=(2,), channel_mult=(1, 2), num_head_channels=16,
+    )  # fmt: skip
+    ckpt = tmp_path / "dds.pt"
+    torch.save(net.state_dict(), ckpt)
+    req = _request(tiny_kspace_file, ckpt, prior_format="adm", prior_options="num_head_channels=16")
+    assert req.mask_kind == "auto"  # as the CLI: an undersampled file keeps its sampling
+    req.check()
+    res = _run.run(req)
+    assert np.isfinite(res.mean).all() and req.job.prior.config["format"] == "adm"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _request(tiny_kspace_file, ckpt, prior_options="num_head_channels").check()
