@@ -138,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace existing series folders whole"
     )
 
+    ev = sub.add_parser(
+        "evaluate",
+        help="fastMRI challenge metrics of result files against targets (as evaluate.py)",
+    )
+    ev.add_argument("targets", type=Path, help="folder of fastMRI files holding the targets")
+    ev.add_argument("predictions", type=Path, help="folder of diffrecon result files")
+    ev.add_argument("--challenge", choices=["multicoil", "singlecoil"], default="multicoil")
+    ev.add_argument("--acquisition", default=None, help="only volumes of this acquisition")
+    ev.add_argument("--csv", type=Path, default=None, help="also write per-volume figures")
+
     nii = sub.add_parser("export-nifti", help="write a result file's maps as NIfTI volumes")
     nii.add_argument("result", type=Path)
     nii.add_argument("out", type=Path, help="output folder (<name>_<map>.nii.gz)")
@@ -592,6 +602,30 @@ def _info(args: argparse.Namespace) -> None:
         )
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    import csv
+
+    from diffrecon.evaluation import evaluate_folder, summary_line
+
+    scores, summary = evaluate_folder(
+        args.targets, args.predictions, args.challenge, args.acquisition
+    )
+    for s in scores:
+        print(
+            f"{s.name}: {s.slices} slice(s), NMSE {s.nmse:.4g} PSNR {s.psnr:.4g} SSIM {s.ssim:.4g}"
+        )
+    print(f"{len(scores)} volume(s): {summary_line(summary)}")
+    if args.csv is not None:
+        from diffrecon.io.atomic import atomic_file
+
+        refuse_overwriting_inputs([args.csv], [args.targets, args.predictions])
+        with atomic_file(args.csv, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "slices", "nmse", "psnr", "ssim", "acquisition"])
+            for s in scores:
+                w.writerow([s.name, s.slices, s.nmse, s.psnr, s.ssim, s.acquisition or ""])
+
+
 def _export_nifti(args: argparse.Namespace) -> None:
     from diffrecon.io.nifti import export_nifti
 
@@ -710,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
             _export(args)
         elif args.command == "export-nifti":
             _export_nifti(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "demo":
             from diffrecon.demo import run_demo
 
