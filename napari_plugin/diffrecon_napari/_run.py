@@ -15,7 +15,7 @@ from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.results import SliceResult
 from diffrecon.samplers.registry import MRI_DEFAULT, offered_for_mri
-from diffrecon_napari._layers import LayerData, result_layers
+from diffrecon_napari._layers import META, LayerData, result_layers
 
 # What the widget offers: the presets that can run noisy multicoil SENSE data and were
 # validated on the real-anatomy benchmark (docs/benchmarks.md); the CLI offers the same.
@@ -48,6 +48,7 @@ class Request:
     intervals: bool = False  # 90% interval layers (always with a calibration)
     calibration: str = ""  # a calibration.json from `diffrecon calibrate`, or "" for none
     overrides: dict[str, Any] = field(default_factory=dict)
+    all_slices: bool = False  # every slice of the file, shown as volumes that follow the slider
 
     def check(self) -> None:
         """The widget's own checks, before the job's."""
@@ -92,7 +93,7 @@ class Request:
             prior_options=self.parsed_prior_options(),
             sampler=self.sampler,
             overrides=overrides,
-            slices=[self.slice_index],
+            slices=None if self.all_slices else [self.slice_index],
             mask=MaskSpec(self.acceleration, self.center_fraction, self.mask_kind),
             draws=self.draws,
             seed=self.seed,
@@ -107,18 +108,28 @@ class Request:
         )
 
 
-def run(request: Request, on_step=None, on_batch=None) -> SliceResult:
-    """Validate the request's job and reconstruct its slice; returns the final result."""
+def run(request: Request, on_step=None, on_batch=None, on_slice=None) -> Any:
+    """Validate the request's job and reconstruct its slice (returns the final
+    :class:`SliceResult`), or with ``all_slices`` every slice in turn (returns
+    ``{index: SliceResult}``; ``on_slice`` sees the finished ones after each)."""
     request.check()
     job = request.job.validate()
-    return job.run_slice(request.slice_index, on_step=on_step, on_batch=on_batch)
+    if not request.all_slices:
+        return job.run_slice(request.slice_index, on_step=on_step, on_batch=on_batch)
+    done: dict[int, SliceResult] = {}
+    for index in job.slice_indices:
+        done[index] = job.run_slice(index, on_step=on_step)
+        if on_slice is not None:
+            on_slice(dict(done))
+    return done
 
 
 def stream(request: Request, cancel: threading.Event) -> Iterator[tuple[str, Any]]:
     """Run :func:`run` in a background thread and yield its events as they come:
     ``("step", (i, n))``, ``("batch", SliceResult)`` (running summary), then
-    ``("done", SliceResult)``; ``("cancelled", None)`` once ``cancel`` is set and the sampler
-    reaches its next step; exceptions are re-raised here."""
+    ``("done", SliceResult)``; with ``all_slices``, ``("slice", {index: SliceResult})`` after
+    each slice and ``("done", {index: SliceResult})``; ``("cancelled", None)`` once
+    ``cancel`` is set and the sampler reaches its next step; exceptions are re-raised here."""
     events: queue.Queue = queue.Queue()
 
     def on_step(state: Any) -> None:
@@ -128,7 +139,13 @@ def stream(request: Request, cancel: threading.Event) -> Iterator[tuple[str, Any
 
     def work() -> None:
         try:
-            events.put(("done", run(request, on_step, lambda r: events.put(("batch", r)))))
+            result = run(
+                request,
+                on_step,
+                lambda r: events.put(("batch", r)),
+                lambda done: events.put(("slice", done)),
+            )
+            events.put(("done", result))
         except Cancelled:
             events.put(("cancelled", None))
         except BaseException as exc:  # handed to the consumer
@@ -149,16 +166,50 @@ def stream(request: Request, cancel: threading.Event) -> Iterator[tuple[str, Any
 def request_layers(result: SliceResult, request: Request, final: bool) -> list[LayerData]:
     """:func:`~diffrecon_napari._layers.result_layers` for a request: the job's result-file
     attributes, and the file's target (cropped like the result) for ``|error|``."""
+    return _slice_layers(result, request, request.slice_index, final)
+
+
+def volume_layers(
+    results: dict[int, SliceResult], request: Request, final: bool
+) -> list[LayerData]:
+    """Layers of an all-slices run: each slice's layers (:func:`request_layers`) stacked along
+    the file's slice axis, zero where a slice is not done yet, so the result follows the
+    viewer's slice slider beside the k-space; std and ``|error|`` keep one colour scale."""
+    import numpy as np
+
+    job = request.job
+    n = job.input.num_slices
+    per = {i: _slice_layers(r, request, i, final) for i, r in results.items()}
+    first = next(iter(per.values()))
+    out = []
+    for k, (data, kwargs, kind) in enumerate(first):
+        stack = np.zeros((n, *np.shape(data)), dtype=np.float32)
+        for i, layers in per.items():
+            stack[i] = layers[k][0]
+        meta = dict(kwargs["metadata"])
+        meta[META] = {**meta[META], "slice_indices": list(range(n)), "done": sorted(per)}
+        name = f"{kwargs['name']} (all slices)"  # apart from single-slice layers (2-D)
+        out.append((stack, {**kwargs, "name": name, "metadata": meta}, kind))
+    limits = [kw for _, kw, _ in out if "contrast_limits" in kw]
+    if limits:
+        top = max(float(d.max()) for d, kw, _ in out if "contrast_limits" in kw) or 1.0
+        for kw in limits:
+            kw["contrast_limits"] = [0.0, top]
+    return out
+
+
+def _slice_layers(
+    result: SliceResult, request: Request, index: int, final: bool
+) -> list[LayerData]:
+    """One slice's layers with that slice's target for ``|error|``."""
     import numpy as np
     import torch
 
     from diffrecon.mri.transforms import center_crop
 
     job = request.job
-    target = None
-    if final:
-        t = job.input.target(request.slice_index)
-        if t is not None:
-            t = torch.from_numpy(np.asarray(t, dtype=np.float32))
-            target = center_crop(t, result.mean.shape).numpy()
-    return result_layers(result, job.attrs([result]), request.slice_index, final, target)
+    target = job.input.target(index) if final else None
+    if target is not None:
+        t = torch.from_numpy(np.asarray(target, dtype=np.float32))
+        target = center_crop(t, result.mean.shape).numpy()
+    return result_layers(result, job.attrs([result]), index, final, target)

@@ -51,6 +51,7 @@ class ReconstructWidget(QWidget):
         self.seed = widgets.SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.device = widgets.ComboBox(label="device", choices=_devices())
         self.keep = widgets.CheckBox(label="keep draws", value=False)
+        self.all_slices = widgets.CheckBox(label="all slices (follow the slider)", value=False)
         self.intervals = widgets.CheckBox(label="90% interval layers", value=False)
         self.calibration = widgets.FileEdit(
             label="calibration (optional)", filter="*.json", value=""
@@ -77,6 +78,7 @@ class ReconstructWidget(QWidget):
                 self.seed,
                 self.device,
                 self.keep,
+                self.all_slices,
                 self.intervals,
                 self.calibration,
                 self.run_button,
@@ -124,6 +126,7 @@ class ReconstructWidget(QWidget):
             seed=self.seed.value,
             device=self.device.value,
             keep_draws=self.keep.value,
+            all_slices=self.all_slices.value,
             intervals=self.intervals.value,
             calibration=_path_or_empty(self.calibration.value),
         )
@@ -156,22 +159,38 @@ class ReconstructWidget(QWidget):
         if kind == "step":
             i, n = value
             self.progress.max, self.progress.value = max(n, 1), i
+        elif kind == "slice" or (kind == "done" and isinstance(value, dict)):
+            self._show_volume(value, final=kind == "done")
         elif kind in ("batch", "done"):
             self._show(value, final=kind == "done")
         elif kind == "cancelled":
             self.info.value = "cancelled"
 
+    def _show_volume(self, results: dict[int, Any], final: bool) -> None:
+        """Every finished slice, stacked along the file's slices (the slider picks one)."""
+        self._update(_run.volume_layers(results, self._request, final))
+        n = self._request.job.input.num_slices
+        last = results[max(results)]
+        state = "done" if final else "running"
+        self.info.value = f"{len(results)} of {n} slices ({state})\n" + summary_text(last)
+
     def _show(self, result: Any, final: bool) -> None:
-        for data, kwargs, _ in _run.request_layers(result, self._request, final):
+        self._update(_run.request_layers(result, self._request, final))
+        self.info.value = summary_text(result) + ("" if final else " (running)")
+
+    def _update(self, layers: list[Any]) -> None:
+        """Replace the data of layers already shown (same name), add the others."""
+        for data, kwargs, _ in layers:
             name = kwargs["name"]
             if name in self.viewer.layers:
                 layer = self.viewer.layers[name]
                 layer.data = data
                 layer.metadata = kwargs["metadata"]
-                layer.contrast_limits = (float(data.min()), float(data.max()) or 1.0)
+                layer.contrast_limits = kwargs.get(
+                    "contrast_limits", (float(data.min()), float(data.max()) or 1.0)
+                )
             else:
                 self.viewer.add_image(data, **kwargs)
-        self.info.value = summary_text(result) + ("" if final else " (running)")
 
     def _on_error(self, exc: Exception) -> None:
         self.info.value = f"error: {exc}"

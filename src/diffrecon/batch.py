@@ -202,19 +202,61 @@ def plan_files(
     return plans
 
 
-def _executor(client: Any, workers: int | None) -> tuple[Any, Any]:
-    """(client, cluster to close) for the settings: a given client, a new LocalCluster or
-    none (in-process)."""
-    if client is not None or not workers:
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_THREADS": "1"}
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_ before a worker starts, which turns off glibc's
+# dynamic mmap threshold: every allocation of 128 KiB or more (a 64x64 batch of 4 draws) is
+# then an mmap with fresh page faults, and a sampler's many small tensor operations ran 3 to
+# 17 times slower in workers than in-process (bench/batch.py). A fixed 64 MiB threshold
+# restores the speed; it must be in the environment before the worker process starts.
+MALLOC_FIX = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+
+
+def _nanny_environ() -> Any:
+    """Dask config that gives worker processes :data:`MALLOC_FIX` at start-up."""
+    import dask
+
+    return dask.config.set(
+        {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC_FIX.items()}
+    )
+
+
+def gpu_cluster(gpus: Sequence[int | str]) -> Any:
+    """A Dask cluster on this machine with one single-threaded worker process per GPU, each
+    pinned to its GPU with ``CUDA_VISIBLE_DEVICES`` (so each sees it as ``cuda``)."""
+    from dask.distributed import Nanny, Scheduler, SpecCluster
+
+    ids = [str(g).strip() for g in gpus]
+    if not ids or any(not g for g in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"--gpus takes distinct GPU ids such as 0,1; got {list(gpus)!r}")
+    workers = {
+        f"gpu{g}": {
+            "cls": Nanny,
+            "options": {"nthreads": 1, "env": {**WORKER_ENV, "CUDA_VISIBLE_DEVICES": g}},
+        }
+        for g in ids
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with _nanny_environ():
+        return SpecCluster(workers=workers, scheduler=scheduler, name="diffrecon-gpus")
+
+
+def _executor(client: Any, workers: int | None, gpus: Sequence[int | str] | None = None):
+    """(client, cluster to close) for the settings: a given client, a new cluster (one
+    worker per GPU, or ``workers`` CPU workers) or none (in-process)."""
+    if client is not None or not (workers or gpus):
         return client, None
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_THREADS": "1"},
-    )
+    if gpus:
+        cluster = gpu_cluster(gpus)
+        return Client(cluster), cluster
+    with _nanny_environ():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            env=WORKER_ENV,
+        )
     return Client(cluster), cluster
 
 
@@ -224,6 +266,7 @@ def reconstruct_files(
     *,
     client: Any = None,
     workers: int | None = None,
+    gpus: Sequence[int | str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     retries: int = 1,
@@ -234,10 +277,15 @@ def reconstruct_files(
     """Reconstruct every slice of every input; returns the manifest rows (also written as
     ``OUT/manifest.csv`` and ``OUT/manifest.json``). ``settings`` are
     :class:`~diffrecon.jobs.ReconstructionJob` keywords (``prior`` as a name or path, so
-    workers can load it). ``on_start(n_tasks, dashboard)`` and ``on_slice(name, index,
-    figures, error)`` report progress."""
+    workers can load it). ``gpus``: one worker per GPU id on this machine, each pinned to
+    its GPU (``CUDA_VISIBLE_DEVICES``) and running on ``cuda``. ``on_start(n_tasks,
+    dashboard)`` and ``on_slice(name, index, figures, error)`` report progress."""
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    if gpus and (client is not None or workers):
+        raise ValueError("--gpus starts its own cluster: not with --workers or --scheduler")
+    if gpus:
+        settings = {**settings, "device": "cuda"}  # each worker sees its own GPU as cuda
     inputs = collect_inputs(paths)
     if not inputs:
         raise ValueError("no inputs")
@@ -258,7 +306,7 @@ def reconstruct_files(
             p.parts.mkdir(parents=True, exist_ok=True)
     figures: dict[tuple[Path, int], dict[str, Any]] = {}
     failed: dict[tuple[Path, int], str] = {}
-    client, cluster = _executor(client, workers) if tasks else (None, None)
+    client, cluster = _executor(client, workers, gpus) if tasks else (None, None)
     t0 = time.perf_counter()
     try:
         if on_start is not None:

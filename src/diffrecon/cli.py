@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
         help="start a local Dask cluster of N one-thread worker processes (batch mode)",
     )
     rec.add_argument(
+        "--gpus",
+        default=None,
+        help="one worker process per GPU, each pinned with CUDA_VISIBLE_DEVICES (batch mode): "
+        "ids such as 0,1 or 'all'",
+    )
+    rec.add_argument(
         "--scheduler",
         default=None,
         help="address of a running Dask scheduler (any cluster: SLURM, Kubernetes, ...)",
@@ -389,10 +395,27 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
     return jobs
 
 
+def _gpu_ids(spec: str | None) -> list[str]:
+    """``--gpus 0,1`` or ``all`` (every CUDA device here) as GPU ids; refused without CUDA."""
+    if not spec:
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise BadInput("--gpus: no CUDA device here (use --workers for CPU workers)")
+    ids = [str(i) for i in range(count)] if spec == "all" else spec.split(",")
+    bad = [g for g in ids if not g.strip().isdigit() or int(g) >= count]
+    if bad:
+        raise BadInput(f"--gpus: {bad} are not among this machine's GPUs 0..{count - 1}")
+    return [g.strip() for g in ids]
+
+
 def _batch_mode(args: argparse.Namespace) -> bool:
     """Several inputs, folders, list files, a cluster or --resume: the batch path."""
     return bool(
         args.workers
+        or args.gpus
         or args.scheduler
         or args.resume
         or len(args.inputs) > 1
@@ -410,7 +433,12 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
         raise BadInput(f"--workers must be >= 1, got {args.workers}")
     if args.workers and args.scheduler:
         raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+    gpus = _gpu_ids(args.gpus)
+    if gpus and (args.workers or args.scheduler):
+        raise BadInput("--gpus starts one worker per GPU: not with --workers or --scheduler")
     settings = _job_settings(args, **_output_settings(args))
+    if gpus:
+        settings["device"] = "cuda"
     check_writable_folder(args.out)
     client = None
     if args.scheduler:
@@ -437,6 +465,7 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
             args.out,
             client=client,
             workers=args.workers,
+            gpus=gpus,
             resume=args.resume,
             overwrite=args.overwrite,
             retries=args.retries,

@@ -178,3 +178,29 @@ def test_request_takes_a_checkpoint_prior_with_options_and_the_auto_mask(
     assert np.isfinite(res.mean).all() and req.job.prior.config["format"] == "adm"
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _request(tiny_kspace_file, ckpt, prior_options="num_head_channels").check()
+
+
+def test_all_slices_streams_each_slice_into_volumes_that_follow_the_slider(
+    tiny_kspace_file, tiny_bundle
+):
+    req = _request(tiny_kspace_file, tiny_bundle, all_slices=True, draws=2)
+    events = list(_run.stream(req, threading.Event()))
+    slices = [v for k, v in events if k == "slice"]
+    assert [sorted(s) for s in slices] == [[0], [0, 1]]  # one event per finished slice
+    kind, done = events[-1]
+    assert kind == "done" and sorted(done) == [0, 1]
+    partial = _run.volume_layers(slices[0], req, False)
+    by = {kw["name"]: d for d, kw, _ in partial}
+    assert by["mean (all slices)"].shape[0] == 2 and not by["mean (all slices)"][1].any()
+    layers = _run.volume_layers(done, req, True)
+    by = {kw["name"]: (d, kw) for d, kw, _ in layers}
+    mean = by["mean (all slices)"][0]
+    # each plane is that slice's own single-slice result, the same as the CLI computes
+    single = _run.run(_request(tiny_kspace_file, tiny_bundle, slice_index=0, draws=2))
+    np.testing.assert_allclose(mean[0], single.mean, rtol=1e-5, atol=1e-6)
+    assert (
+        by["std (all slices)"][1]["contrast_limits"]
+        == by["|error| (all slices)"][1]["contrast_limits"]
+    )
+    written = _layers.volume_from_layers(layers)  # the volume writes as a result file
+    assert written.slice_indices == [0, 1] and written.slices[1].mean.shape == mean[1].shape

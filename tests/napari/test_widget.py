@@ -37,6 +37,22 @@ def test_widget_reconstructs_and_streams_into_layers(widget, qtbot):
     assert "PSNR" in w.info.value and w.run_button.enabled
 
 
+def test_widget_all_slices_follow_the_slider(widget, qtbot):
+    viewer, w = widget
+    w.draws.value, w.batch.value, w.all_slices.value = 2, 2, True
+    seen = []
+    w.start()
+    w.worker.yielded.connect(lambda e: seen.append(e[0]))
+    with qtbot.waitSignal(w.worker.finished, timeout=120_000):
+        pass
+    assert seen.count("slice") == 2 and seen[-1] == "done"
+    mean = viewer.layers["mean (all slices)"]
+    kspace = viewer.layers["tiny k-space (log|k|)"]
+    assert mean.data.shape[0] == kspace.data.shape[0] == 2  # one plane per slice of the file
+    assert all(mean.data[i].any() for i in range(2))
+    assert "2 of 2 slices (done)" in w.info.value
+
+
 def test_widget_cancel(widget, qtbot):
     viewer, w = widget
     w.draws.value, w.batch.value, w.steps.value = 64, 1, 50
