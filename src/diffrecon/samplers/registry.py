@@ -217,6 +217,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eta": 1.0,
         "guidance_scale": 1.0,
     },
+    # ΠGDM as RED-diff runs it (algos/pgdm.py: guidance J^T H^+ (y - H x0), no r_t^-2, no
+    # noise term, started from H^+ y): the baseline of C-ΠGDM's "5 steps match ΠGDM at 20"
+    # claim, which is about noiseless problems.
+    "pigdm-20-reddiff": {
+        "sampler": "pigdm",
+        "steps": 20,
+        "sigma_min": 0.002,
+        "sigma_max": 80.0,
+        "rho": 7.0,
+        "eta": 1.0,
+        "guidance_scale": 1.0,
+        "update": "reddiff",
+    },
     # C-ΠGDM with the paper's few-step setting: 5 steps uniform in VP time, here from
     # sigma 1.0 (t = 0.26) to sigma 0.01 (t = 0.001). w = 32 is a stable middle of the
     # range tuned on a held-out slice for 4x SR (bench/few_step.py: 64 best; the divergence
