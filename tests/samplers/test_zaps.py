@@ -70,3 +70,30 @@ def test_fitted_sampler_improves_on_its_initial_weights(problem):
     # not an exact one: DPS with 200 steps reaches zRMS 0.65 here)
     assert out[20][0] < 0.5 * out[0][0]
     assert out[20][1] < out[0][1]
+
+
+def test_fixed_noise_discrepancy_stop_and_squared_start(problem):
+    """One noise realisation is replayed by every epoch and the final pass; a draw stops
+    fitting at the discrepancy level; the squared misfit starts at DPS's first step."""
+    from diffrecon.samplers.zaps import _Replay
+
+    p = problem
+    sig = karras_sigmas(5, 0.01, 20.0)
+    kw = dict(generator=_gens(2), shape=(2, 16, 16), lr=0.05)
+    y = p.y.expand(2, *p.y.shape[1:])
+    params, noise, _ = fit(p.prior, p.operator, y, sig, epochs=3, **kw)
+    assert isinstance(noise, _Replay) and noise.pos == 0  # rewound for the final pass
+    tape = [t.clone() for t in noise.tape]
+    assert len(tape) == 1 + 4  # the start and one ancestral draw per step but the last
+    # a level no draw can reach (m sigma^2 with sigma huge) stops after the first epoch
+    kw["generator"] = _gens(2)
+    stopped, _, _ = fit(p.prior, p.operator, y, sig, epochs=5, noise_std=1e3, discrepancy=1.0, **kw)
+    assert len(stopped.losses) == 1
+    assert torch.equal(stopped.log_zeta, torch.zeros_like(stopped.log_zeta))  # never updated
+    kw["generator"] = _gens(2)
+    sq, _, _ = fit(p.prior, p.operator, y, sig, epochs=0, squared=True, zeta=2.0, **kw)
+    x_start = 20.0 * tape[0]
+    from diffrecon.samplers.likelihood import sq_norm
+
+    r0 = sq_norm(p.operator(p.prior(x_start, torch.full((2,), 20.0))) - y).sqrt()
+    torch.testing.assert_close(sq.log_zeta[:, 0], (2.0 / (2 * r0)).log().to(sq.log_zeta.dtype))

@@ -27,13 +27,20 @@ def misfit(operator: Operator, x0: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 
 
 def misfit_grad(
-    operator: Operator, x0: torch.Tensor, y: torch.Tensor, *, create_graph: bool = False
+    operator: Operator,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    create_graph: bool = False,
+    squared: bool = False,
 ) -> torch.Tensor:
-    """``grad_{x0} ||y - A(x0)||`` per item; with ``create_graph`` the result stays
-    differentiable in whatever ``x0`` depends on (ZAPS differentiates through it)."""
+    """``grad_{x0} ||y - A(x0)||`` per item (``squared``: of ``||y - A(x0)||^2``); with
+    ``create_graph`` the result stays differentiable in whatever ``x0`` depends on (ZAPS
+    differentiates through it)."""
     with torch.enable_grad():
         x0g = x0 if (create_graph and x0.requires_grad) else x0.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(misfit(operator, x0g, y).sum(), x0g, create_graph=create_graph)
+        loss = sq_norm(operator(x0g) - y) if squared else misfit(operator, x0g, y)
+        (g,) = torch.autograd.grad(loss.sum(), x0g, create_graph=create_graph)
     return g
 
 
