@@ -80,6 +80,37 @@ def methods(noise_std: float, scalar_normal: bool, tuned: dict):
             200,
         ),
         ("STSL-20", stsl, k(20, 0.01, 1.0), {"lr": tuned["stsl_lr"], "eta": 0.05}, 60, 20),
+        (  # the paper's K = 5, eta = 0.02 and squared misfit; lr 0.3 from the exact case
+            "STSL-5x20 (paper)",
+            stsl,
+            k(20, 0.01, 1.0),
+            {"lr": 0.3, "eta": 0.02, "inner_steps": 5, "squared": True},
+            220,
+            100,
+        ),
+        (  # the paper's 30 steps, squared misfit, discrepancy stop at noise_std
+            "ZAPS-30x10 (paper)",
+            zaps,
+            k(30, 0.01, 5.0),
+            {
+                "epochs": 10,
+                "lr": 0.2,
+                "zeta": tuned["zaps_zeta"],
+                "squared": True,
+                "discrepancy": 1.0,
+                "noise_std": noise_std,
+            },
+            330,
+            300,
+        ),
+        (  # RED-diff's ΠGDM: C-ΠGDM's few-step baseline (noiseless problems)
+            "ΠGDM-20 (RED-diff)",
+            pigdm,
+            k(20, 0.002, 80.0),
+            {"noise_std": noise_std, "update": "reddiff"},
+            20,
+            20,
+        ),
         (
             "DAPS-100",
             daps,
@@ -135,7 +166,7 @@ def exact_rows(rows: list) -> None:
         if fn is cpigdm:  # multicoil SENSE has no exact projector: C-ΠGDM refuses it
             continue
         kw = dict(kw)
-        if fn is stsl or fn is zaps or fn is dps:
+        if fn is stsl or fn is dps:
             kw.pop("noise_std", None)
         t0 = time.perf_counter()
         d = fn(

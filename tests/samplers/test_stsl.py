@@ -171,3 +171,32 @@ def test_monai_autoencoder_adapter_runs_in_stsl():
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="latent shape"):
         stsl(lambda z, s: z, op, y, karras_sigmas(2, 0.1, 1.0), autoencoder=ae)
+
+
+def test_squared_misfit_scales_the_data_step_by_twice_the_residual():
+    """With the trace term off (eta 0), one inner step of the squared loss is the non-squared
+    step times 2 ||y - A D(x)||; on an exact Gaussian prior the rest of the level is affine,
+    so the outputs' offsets from a zero step keep that ratio."""
+    from diffrecon.api import draw_generators
+    from diffrecon.samplers.common import NoiseSource
+    from diffrecon.samplers.likelihood import sq_norm
+
+    g = torch.Generator().manual_seed(0)
+    prior = GaussianPrior(torch.zeros(1, 4, 4), torch.eye(16, dtype=torch.float64))
+    op = Inpainting(torch.rand(1, 4, 4, generator=g) < 0.6)
+    y = op(torch.randn(1, 1, 4, 4, generator=g, dtype=torch.float64)).float()
+    sig = torch.tensor([1.0, 0.5])
+
+    def run(lr, squared):
+        return stsl(
+            prior, op, y, sig, generator=draw_generators(0, 1), lr=lr, eta=0.0,
+            step_eta=0.0, squared=squared,
+        ).double()  # fmt: skip
+
+    base = run(0.0, False)
+    start = op.pinv(y) + 1.0 * NoiseSource(draw_generators(0, 1), torch.zeros_like(y))()
+    r = float(sq_norm(op(prior(start, torch.ones(1))) - y).sqrt())
+    lr = 0.05  # float32 sampling: offsets well above rounding
+    d_l2, d_sq = run(lr, False) - base, run(lr, True) - base
+    assert float(d_l2.abs().max()) > 1e-3
+    torch.testing.assert_close(d_sq, 2 * r * d_l2, rtol=2e-3, atol=2e-6)
