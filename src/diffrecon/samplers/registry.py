@@ -254,6 +254,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "w": 32.0,
         "lam": 0.0,
     },
+    # C-ΠGDM / C-ΠGFM with the reference code's settings (mandt-lab/c-pigdm): 4x SR w 15,
+    # lambda 0, from VP time 0.4 (sigma 2.03) in 5 uniform steps to VP time 1e-3 (sigma
+    # 0.0105); noisy problems w 1, lambda 0; flows w 20, lambda 0.2 from flow time 0.6
+    # (sigma 1.5) in 10 steps (bench/cpigdm_claim.py measures them against ours).
+    "cpigdm-ref-sr": {
+        "sampler": "cpigdm",
+        "spacing": "vp",
+        "steps": 5,
+        "sigma_min": 0.0105,
+        "sigma_max": 2.03,
+        "w": 15.0,
+        "lam": 0.0,
+    },
+    "cpigdm-ref-noisy": {
+        "sampler": "cpigdm",
+        "spacing": "vp",
+        "steps": 5,
+        "sigma_min": 0.0105,
+        "sigma_max": 2.03,
+        "w": 1.0,
+        "lam": 0.0,
+    },
+    "cpigfm-ref": {
+        "sampler": "cpigdm",
+        "path": "rf",
+        "spacing": "rf",
+        "steps": 10,
+        "sigma_min": 0.001,
+        "sigma_max": 1.5,
+        "w": 20.0,
+        "lam": 0.2,
+    },
     # ZAPS: 20 irregular (Karras) steps from sigma 5, weights and Hessian diagonals fitted
     # for 10 epochs (settings of bench/few_step.py for multicoil MRI; 4x SR preferred zeta 5).
     "zaps-20": {
