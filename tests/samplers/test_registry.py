@@ -86,3 +86,25 @@ def test_daps_task_presets_carry_the_reference_step_sizes():
     lrs = {t: resolve(f"daps-1k-{t}").hyper["lr"] for t in ("sr", "inpaint", "pr", "hdr")}
     assert lrs == {"sr": 1e-4, "inpaint": 5e-5, "pr": 5e-5, "hdr": 2e-5}
     assert resolve("daps-1k").hyper.get("lr") is None  # tau^2: 1e-4 only at tau = 0.01
+
+
+def test_reference_settings_presets_keep_the_papers_values():
+    """The presets that reproduce the papers' and reference codes' settings (issue 15)."""
+    from diffrecon.samplers.paths import get_path
+    from diffrecon.samplers.registry import DEFAULT_PRESET, resolve
+
+    vp, rf = get_path("vp"), get_path("rf")
+    sr = resolve("cpigdm-ref-sr")
+    assert sr.settings()["w"] == 15.0 and sr.settings()["lam"] == 0.0
+    assert sr.schedule.steps == 5 and sr.schedule.spacing == "vp"
+    assert vp.time(sr.schedule.sigma_max) == pytest.approx(0.4, abs=1e-3)
+    assert vp.time(sr.schedule.sigma_min) == pytest.approx(1e-3, abs=1e-5)
+    assert resolve("cpigdm-ref-noisy").settings()["w"] == 1.0
+    flow = resolve("cpigfm-ref")
+    assert (flow.settings()["w"], flow.settings()["lam"], flow.schedule.steps) == (20.0, 0.2, 10)
+    assert rf.time(flow.schedule.sigma_max) == pytest.approx(0.6, abs=1e-9)
+    assert resolve("pigdm-20-reddiff").settings()["update"] == "reddiff"
+    z = resolve("zaps-30").settings()
+    assert (resolve("zaps-30").schedule.steps, z["squared"], z["discrepancy"]) == (30, True, 1.0)
+    s = resolve(DEFAULT_PRESET["stsl"]).settings()
+    assert (s["inner_steps"], s["eta"], s["squared"]) == (5, 0.02, True)
