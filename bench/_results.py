@@ -17,3 +17,14 @@ def write_csv(path: str | Path, rows: list[dict]) -> Path:
         w.writeheader()
         w.writerows(rows)
     return p
+
+
+def magnitude_scores(image, draw) -> tuple[float, float]:
+    """PSNR and SSIM of a draw's magnitude against a complex (2-channel) image's, with the
+    truth's maximum as data range (fastMRI's convention)."""
+    from diffrecon import metrics
+
+    truth = image.pow(2).sum(0).sqrt()[None]
+    mag = draw.pow(2).sum(0).sqrt()[None]
+    peak = float(truth.max())
+    return metrics.psnr(truth, mag, maxval=peak), metrics.ssim(truth, mag, maxval=peak)

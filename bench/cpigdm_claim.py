@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _results import write_csv
+from _results import magnitude_scores, write_csv
 
-from diffrecon import metrics, reconstruct
+from diffrecon import reconstruct
 from diffrecon.data.mni import heldout_slices
 from diffrecon.operators import Inpainting, SuperResolution
 from diffrecon.priors import load
@@ -41,10 +41,9 @@ def main() -> None:
                 post = reconstruct(
                     y, op, prior, sampler=preset, draws=1, noise_std=sy, seed=j, shape=(2, 64, 64)
                 )
-                truth = x.pow(2).sum(0).sqrt()[None]
-                mag = post.draws[0].pow(2).sum(0).sqrt()[None]
-                ps.append(metrics.psnr(truth, mag, maxval=float(truth.max())))
-                ss.append(metrics.ssim(truth, mag, maxval=float(truth.max())))
+                p_, s_ = magnitude_scores(x, post.draws[0])
+                ps.append(p_)
+                ss.append(s_)
             rows.append({"task": task, "preset": preset, "psnr": np.mean(ps), "ssim": np.mean(ss)})
             print(
                 f"{task:>20} {preset:>18} PSNR {np.mean(ps):6.2f} SSIM {np.mean(ss):.3f}",

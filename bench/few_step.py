@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import sigpy.mri
 import torch
-from _results import write_csv
+from _results import magnitude_scores, write_csv
 
-from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
 from diffrecon.mri.masks import cartesian_mask
 from diffrecon.operators import MulticoilMRI, SuperResolution
@@ -218,7 +217,6 @@ def learned_rows(rows: list, n_images: int) -> None:
                 noise = torch.complex(noise, torch.randn(clean.shape, generator=g))
                 noise = noise * (clean != 0)
             y = clean + sy * noise
-            truth = x.pow(2).sum(0).sqrt()[None]
             for name, fn, sig, kw, nfe, bwd in methods(sy, scalar, tuned):
                 if fn is cpigdm and not op.has_exact_pinv:
                     continue  # refused since issue 15: its projection would be inexact
@@ -234,9 +232,7 @@ def learned_rows(rows: list, n_images: int) -> None:
                     **kw,
                 )
                 secs = time.perf_counter() - t0
-                mag = d[0].pow(2).sum(0).sqrt()[None]
-                ps = metrics.psnr(truth, mag, maxval=float(truth.max()))
-                ss = metrics.ssim(truth, mag, maxval=float(truth.max()))
+                ps, ss = magnitude_scores(x, d[0])
                 rows.append(
                     {
                         "problem": task,

@@ -13,9 +13,8 @@ import time
 
 import numpy as np
 import torch
-from _results import write_csv
+from _results import magnitude_scores, write_csv
 
-from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
 from diffrecon.operators import GaussianBlur, Inpainting
 from diffrecon.priors import load
@@ -61,9 +60,9 @@ def main() -> None:
                     **kw,
                 )
                 secs.append(time.perf_counter() - t0)
-                truth, mag = x.pow(2).sum(0).sqrt()[None], d[0].pow(2).sum(0).sqrt()[None]
-                ps.append(metrics.psnr(truth, mag, maxval=float(truth.max())))
-                ss.append(metrics.ssim(truth, mag, maxval=float(truth.max())))
+                p_, s_ = magnitude_scores(x, d[0])
+                ps.append(p_)
+                ss.append(s_)
             rows.append(
                 {
                     "task": task,

@@ -290,7 +290,9 @@ def test_weights_are_checked_against_the_recorded_digest_and_the_architecture(
         return c
 
     renamed = _bundle_copy(tiny_bundle, tmp_path / "r", drop_digest, weights=other.read_bytes())
-    with pytest.raises(PriorLoadError, match=r"missing: unet.conv_in.conv.bias.*unexpected: extra"):
+    with pytest.raises(
+        PriorLoadError, match=r"missing keys: unet.conv_in.conv.bias.*unexpected keys: extra"
+    ):
         load(renamed)
 
 

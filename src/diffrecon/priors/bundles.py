@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from diffrecon.priors.learned import LearnedPrior, PriorLoadError
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError, key_mismatch
 
 FORMAT = "diffrecon-prior-bundle"
 
@@ -155,17 +155,9 @@ def _check_weights_fit(net: torch.nn.Module, weights: Path, label: str) -> None:
     except Exception as err:
         raise PriorLoadError(f"{weights} is not a valid safetensors file: {err}") from err
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(header) if expected[k] != header[k])
-    if missing or unexpected or shapes:
-        parts = []
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if keys:
-                parts.append(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise PriorLoadError(
-            f"weights in {label} do not fit the bundle's architecture (" + "; ".join(parts) + ")"
-        )
+    why = key_mismatch(expected, header, limit=5)
+    if why is not None:
+        raise PriorLoadError(f"weights in {label} do not fit the bundle's architecture ({why})")
 
 
 def _sha256(path: Path) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from diffrecon.priors.families.ncsnpp import DEFAULTS as NCSNPP_DEFAULTS
-from diffrecon.priors.learned import LearnedPrior, PriorLoadError
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError, key_mismatch
 
 FORMATS = ("auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers")
 NESTING = ("ema", "net", "model", "state_dict", "params")
@@ -152,17 +152,9 @@ def fit_state_dict(net: torch.nn.Module, state: dict[str, torch.Tensor], label: 
     """Load ``state`` into ``net`` strictly; a mismatch lists missing, unexpected and
     misshapen keys."""
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-    if missing or unexpected or shapes:
-        parts = []
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if keys:
-                more = f" (+{len(keys) - 6} more)" if len(keys) > 6 else ""
-                parts.append(f"{what} keys: {', '.join(keys[:6])}{more}")
-        raise PriorLoadError(f"{label} does not fit the network: " + "; ".join(parts))
+    why = key_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if why is not None:
+        raise PriorLoadError(f"{label} does not fit the network: {why}")
     net.load_state_dict(state, strict=True)
 
 

@@ -26,6 +26,20 @@ class PriorLoadError(ValueError):
     """A bundle or checkpoint that cannot be used; the message says why."""
 
 
+def key_mismatch(expected: dict[str, tuple], got: dict[str, tuple], limit: int = 6) -> str | None:
+    """``"missing keys: ...; unexpected keys: ...; shape keys: ..."`` for two name -> shape
+    maps (weights against a network), or ``None`` when they agree."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(got) if tuple(expected[k]) != tuple(got[k]))
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{what} keys: {', '.join(keys[:limit])}{more}")
+    return "; ".join(parts) or None
+
+
 def channel_mismatch(name: str, prior_channels: int, image_channels: int) -> str:
     """Why a prior cannot model these images (magnitude priors on complex MRI above all)."""
     msg = (

@@ -217,19 +217,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eta": 1.0,
         "guidance_scale": 1.0,
     },
-    # ΠGDM as RED-diff runs it (algos/pgdm.py: guidance J^T H^+ (y - H x0), no r_t^-2, no
-    # noise term, started from H^+ y): the baseline of C-ΠGDM's "5 steps match ΠGDM at 20"
-    # claim, which is about noiseless problems.
-    "pigdm-20-reddiff": {
-        "sampler": "pigdm",
-        "steps": 20,
-        "sigma_min": 0.002,
-        "sigma_max": 80.0,
-        "rho": 7.0,
-        "eta": 1.0,
-        "guidance_scale": 1.0,
-        "update": "reddiff",
-    },
     # C-ΠGDM with the paper's few-step setting: 5 steps uniform in VP time, here from
     # sigma 1.0 (t = 0.26) to sigma 0.01 (t = 0.001). w = 32 is a stable middle of the
     # range tuned on a held-out slice for 4x SR (bench/few_step.py: 64 best; the divergence
@@ -267,15 +254,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "w": 15.0,
         "lam": 0.0,
     },
-    "cpigdm-ref-noisy": {
-        "sampler": "cpigdm",
-        "spacing": "vp",
-        "steps": 5,
-        "sigma_min": 0.0105,
-        "sigma_max": 2.03,
-        "w": 1.0,
-        "lam": 0.0,
-    },
     "cpigfm-ref": {
         "sampler": "cpigdm",
         "path": "rf",
@@ -298,21 +276,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 10,
         "lr": 0.2,
     },
-    # ZAPS as the paper specifies it where it does: 30 steps, the squared misfit, and the
-    # fitting stopped by the discrepancy principle at noise_std (zaps.py docstring: on the
-    # exact posterior neither helped; the rest as zaps-20).
-    "zaps-30": {
-        "sampler": "zaps",
-        "steps": 30,
-        "sigma_min": 0.01,
-        "sigma_max": 5.0,
-        "rho": 7.0,
-        "zeta": 1.0,
-        "epochs": 10,
-        "lr": 0.2,
-        "squared": True,
-        "discrepancy": 1.0,
-    },
     # STSL: 20 levels from the diffused pseudo-inverse at sigma 1, one inner step, 1 probe
     # (lr tuned for multicoil MRI with the default prior; 4x SR preferred 10).
     "stsl-20": {
@@ -328,6 +291,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# ZAPS as the paper specifies it where it does: 30 steps, the squared misfit, and the fitting
+# stopped by the discrepancy principle at noise_std (zaps.py docstring: on the exact posterior
+# neither helped; the rest as zaps-20).
+PRESETS["zaps-30"] = {**PRESETS["zaps-20"], "steps": 30, "squared": True, "discrepancy": 1.0}
+PRESETS["cpigdm-ref-noisy"] = {**PRESETS["cpigdm-ref-sr"], "w": 1.0}
+# ΠGDM as RED-diff runs it (algos/pgdm.py: guidance J^T H^+ (y - H x0), no r_t^-2, no noise
+# term, started from H^+ y): the baseline of C-ΠGDM's "5 steps match ΠGDM at 20" claim, which
+# is about noiseless problems.
+PRESETS["pigdm-20-reddiff"] = {**PRESETS["pigdm-20"], "update": "reddiff"}
 PRESETS["stsl-5x20"] = {
     # STSL with the paper's K = 5 inner steps, eta = 0.02 and squared misfit; lr 0.3 chosen
     # on the exact Gaussian MRI posterior (stsl.py docstring: zRMS 0.46 against stsl-20's
