@@ -279,6 +279,9 @@ class NCSNpp(nn.Module):
             m += [_norm(cin), _conv3(cin, channels)]
         self.all_modules = nn.ModuleList(m)
         self.nf, self.channels, self.levels = nf, channels, len(ch_mult)
+        # attention by level, as built; the reference tests the runtime width instead, which
+        # only agrees at the trained image size (other sizes would misalign the module list)
+        self.attn_at = [r in attn for r in res]
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         o, mods = self.o, iter(self.all_modules)
@@ -292,7 +295,7 @@ class NCSNpp(nn.Module):
         for level in range(self.levels):
             for _ in range(o["num_res_blocks"]):
                 h = next(mods)(hs[-1], temb)
-                if h.shape[-1] in o["attn_resolutions"]:
+                if self.attn_at[level]:
                     h = next(mods)(h)
                 hs.append(h)
             if level != self.levels - 1:
@@ -315,7 +318,7 @@ class NCSNpp(nn.Module):
         for level in reversed(range(self.levels)):
             for _ in range(o["num_res_blocks"] + 1):
                 h = next(mods)(torch.cat([h, hs.pop()], dim=1), temb)
-            if h.shape[-1] in o["attn_resolutions"]:
+            if self.attn_at[level]:
                 h = next(mods)(h)
             if o["progressive"] == "output_skip":  # an output at every level, summed upwards
                 norm, conv = next(mods), next(mods)
