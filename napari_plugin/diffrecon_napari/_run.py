@@ -61,19 +61,10 @@ class Request:
         self.parsed_prior_options()
 
     def parsed_prior_options(self) -> dict[str, Any]:
-        """``"KEY=VALUE, ..."`` as a dict (values read as JSON where they parse)."""
-        import json
+        """``"KEY=VALUE, ..."`` as a dict (:func:`diffrecon.priors.checkpoints.parse_options`)."""
+        from diffrecon.priors.checkpoints import parse_options
 
-        options: dict[str, Any] = {}
-        for item in filter(None, (part.strip() for part in self.prior_options.split(","))):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"prior options take KEY=VALUE, got {item!r}")
-            try:
-                options[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                options[key.strip()] = value.strip()
-        return options
+        return parse_options(filter(None, (p.strip() for p in self.prior_options.split(","))))
 
     @cached_property
     def job(self) -> ReconstructionJob:

@@ -294,11 +294,12 @@ def _job(path: Path, args: argparse.Namespace, **extra: Any) -> Any:
 def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """ReconstructionJob keywords (all but the input) from the shared options."""
     from diffrecon.mri.masks import MaskSpec
+    from diffrecon.priors.checkpoints import parse_options
 
     return dict(
         prior=args.prior,
         prior_format=args.prior_format,
-        prior_options=_prior_options(args.prior_option),
+        prior_options=parse_options(args.prior_option),
         sampler=args.sampler,
         overrides={} if args.steps is None else {"steps": args.steps},
         slices=args.slices,
@@ -345,27 +346,11 @@ def _output_settings(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _prior_options(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dict; values read as JSON where they parse (numbers,
-    true/false), else kept as text."""
-    import json
-
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--prior-option takes KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def _jobs(args: argparse.Namespace) -> list[Any]:
     """One validated job per input, sharing one loaded prior; nothing runs or is written
     before every input has passed."""
     from diffrecon.priors import open_prior
+    from diffrecon.priors.checkpoints import parse_options
 
     extra = _output_settings(args)
     check_writable_folder(args.out)
@@ -387,7 +372,7 @@ def _jobs(args: argparse.Namespace) -> list[Any]:
         job.check_input()
         jobs.append(job)
     prior = open_prior(
-        args.prior, args.prior_format, device=args.device, **_prior_options(args.prior_option)
+        args.prior, args.prior_format, device=args.device, **parse_options(args.prior_option)
     )
     for job in jobs:
         job.prior = prior

@@ -19,6 +19,8 @@ shipped names, bundle folders, checkpoint files and diffusers folders.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,21 @@ FAMILY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 FAMILY_OPTIONS["ncsnpp"] = {**NCSNPP_DEFAULTS, "sigma_min": 0.01, "sigma_max": 378.0}
 COMMON_OPTIONS = {"data_scale": 1.0, "data_shift": 0.0, "name": None}
+
+
+def parse_options(items: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (the CLI's ``--prior-option``, the widget's field) as options;
+    values are read as JSON where they parse (numbers, true/false), else kept as text."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PriorLoadError(f"prior options take KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value.strip()
+    return options
 
 
 def _tensors(obj: Any) -> bool:
@@ -273,8 +290,6 @@ def open_prior(
 
     p = Path(spec)
     if p.is_dir() and format in ("auto", "diffusers") and (p / "config.json").exists():
-        import json
-
         try:
             cfg = json.loads((p / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
