@@ -421,9 +421,7 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
     gpus = _gpu_ids(args.gpus)
     if gpus and (args.workers or args.scheduler):
         raise BadInput("--gpus starts one worker per GPU: not with --workers or --scheduler")
-    settings = _job_settings(args, **_output_settings(args))
-    if gpus:
-        settings["device"] = "cuda"
+    settings = _job_settings(args, **_output_settings(args))  # --gpus: batch sets cuda
     check_writable_folder(args.out)
     client = None
     if args.scheduler:

@@ -116,19 +116,19 @@ def check_device(device: str | torch.device) -> None:
 class ReconstructionJob:
     """Everything one reconstruction of one input needs; see the module docstring.
 
-        ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
-        CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
-        path, a checkpoint file (``prior_format`` and ``prior_options`` as in
+    ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
+    CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
+    path, a checkpoint file (``prior_format`` and ``prior_options`` as in
     :func:`~diffrecon.priors.open_prior`) or a loaded denoiser (loaded once by
-    :meth:`load_prior`). ``sampler`` and
-        ``overrides``: a preset name and replacements of its settings (``steps``...).
-        ``noise_std``: k-space noise per real component (default: estimated per slice).
-        ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
-        (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
-        for each slice of the input (``H`` after the readout crop).
-        ``interval_level``: central intervals written beside mean and std (from the draws'
-        quantiles, or from ``calibration``, a conformal calibration that must fit the run).
-        ``command``: the command line that asked for the job, recorded in the results.
+    :meth:`load_prior`). ``sampler`` and ``overrides``: a preset name and replacements of its
+    settings (``steps``...).
+    ``noise_std``: k-space noise per real component (default: estimated per slice).
+    ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
+    (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
+    for each slice of the input (``H`` after the readout crop).
+    ``interval_level``: central intervals written beside mean and std (from the draws'
+    quantiles, or from ``calibration``, a conformal calibration that must fit the run).
+    ``command``: the command line that asked for the job, recorded in the results.
     """
 
     source: str | Path | ArrayInput
