@@ -151,8 +151,8 @@ def fit(
     sd2 = denoiser_range(denoiser).sigma_data ** 2
     h0 = torch.tensor([-1.0 / (sd2 + s * s) for s in levels[:-1]], dtype=x.dtype, device=x.device)
     log_zeta = torch.full((x.shape[0], steps), math.log(zeta), dtype=x.dtype, device=x.device)
-    start = levels[0] * noise()
-    if squared:
+    if squared:  # with fixed noise this start is the one every epoch replays
+        start = levels[0] * noise()
         with torch.no_grad():
             r0 = sq_norm(operator(denoiser(start, sigma_batch(levels[0], start))) - y).sqrt()
         log_zeta = log_zeta - (2 * r0.clamp_min(1e-12)).log()[:, None]
@@ -170,9 +170,7 @@ def fit(
     for _ in range(epochs):
         if isinstance(noise, _Replay):
             noise.rewind()
-            start = levels[0] * noise()
-        else:
-            start = levels[0] * noise()
+        start = levels[0] * noise()
         opt.zero_grad()
         with torch.enable_grad():
             out = unroll(
