@@ -104,12 +104,11 @@ def pigdm(
                 )
             (g,) = torch.autograd.grad(x0_hat, xg, grad_outputs=v)
         x0_hat = x0_hat.detach()
-        if update == "score":
+        if update == "score":  # the guidance moves the estimate the step is taken from
             x0_hat = x0_hat + sigma**2 * guidance_scale * g
-            x = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
-        else:
+        x = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
+        if update != "score":  # the guidance is added to the step's result
             weight = math.sqrt(1.0 + sigma_next**2) if update == "paper" else 1.0
-            x = ancestral_step(x, x0_hat, sigma, sigma_next, eta, noise)
             x = x + guidance_scale * weight * g
         if callback is not None:
             callback(StepState(i, n, sigma_next, x, x0_hat, i + 1))
