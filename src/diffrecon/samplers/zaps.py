@@ -29,8 +29,9 @@ all three (preset ``zaps-30``)           0.62 / 1.20   0.67 / 1.33
 
 Replaying one noise realisation through the fitting and the final pass helps on this case
 and is the default; across all eight exact cases it is mixed (zRMS better on five, worse on
-the bright, faint and noisy ones; docs/samplers.md). The paper's squared misfit and a discrepancy-principle stop (``noise_std`` used:
-fitting ends per draw at ``discrepancy * m * sigma_y^2``) did not help here and are options;
+the bright, faint and noisy ones; docs/samplers.md). The paper's squared misfit and a
+discrepancy-principle stop (``noise_std`` used: fitting ends per draw at
+``discrepancy * m * sigma_y^2``) did not help here and are options;
 ``zaps-30`` has the paper's 30 steps and both, ``zaps-20`` ours.
 
 Each draw of the batch gets its own parameters (the loss is a sum over draws and Adam is
