@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from diffrecon._version import __version__
+from diffrecon.priors.bundles import load as load_bundle
 from diffrecon.priors.bundles import save_bundle
 from diffrecon.priors.unet import DEFAULT_ARCH, MonaiUNet
 from diffrecon.priors.wrappers import EDMDenoiser
@@ -70,13 +71,16 @@ def train_prior(
     bundle_config: dict[str, Any] | None = None,
     data_state: Callable[[], Any] | None = None,
     set_data_state: Callable[[Any], None] | None = None,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) until ``steps`` total steps or ``minutes`` of wall time.
 
     ``batch_fn(n)`` returns ``n`` clean training images ``(n, C, H, W)``. ``data_state`` /
     ``set_data_state`` save and restore the data source's RNG for exact resumption.
     Writes ``checkpoint.pt`` and the bundle (``config.json``, ``model.safetensors``) into
-    ``out_dir``; returns a summary (steps done, last loss, seconds).
+    ``out_dir``; returns a summary (steps done, last loss, seconds). ``init`` (a bundle
+    folder or shipped name with the same architecture) starts model and EMA from its weights
+    (fine-tuning); a checkpoint in ``out_dir`` takes precedence, so resuming is unchanged.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,16 @@ def train_prior(
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     step, losses = 0, []
+    if init is not None and not ckpt_path.exists():
+        weights = load_bundle(init).net.state_dict()
+        missing = set(model.state_dict()) ^ set(weights)
+        if missing or any(weights[k].shape != v.shape for k, v in model.state_dict().items()):
+            raise ValueError(
+                f"--init {init}: its network does not match the requested architecture "
+                f"({len(missing)} names differ); pass the same --channels"
+            )
+        model.load_state_dict(weights)
+        ema.load_state_dict(weights)
     if ckpt_path.exists():
         ck = torch.load(str(ckpt_path), map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
