@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from _results import write_csv
-from real_anatomy import make_case
+from real_anatomy import CASES, make_case
 
 from diffrecon.data.mni import smooth_phase
 from diffrecon.priors import load
 
 SIGMAS = (0.05, 0.1, 0.2, 0.4)
-CASES = ("brain-sigpy", "brain-dipy", "shoulder", "abdomen")
 
 
 def clean_image(name: str, seed: int) -> np.ndarray:
@@ -52,9 +51,9 @@ def denoise_psnr(prior, img: np.ndarray, sigma: float, repeats: int = 4) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--priors", nargs="+", default=["brain-mri-default"])
-    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
     args = ap.parse_args()
-    images = {name: clean_image(name, ci) for ci, name in enumerate(args.cases)}
+    images = {name: clean_image(name, CASES.index(name)) for name in args.cases}
     rows = []
     for spec in args.priors:
         prior = load(spec)
