@@ -206,6 +206,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _shipped_priors() -> list[str]:
+    """The bundles inside the package, listed without importing torch (for --help)."""
+    shipped = Path(__file__).parent / "priors" / "shipped"
+    return sorted(d.name for d in shipped.iterdir() if (d / "config.json").exists())
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     """The reconstruction settings ``reconstruct`` and ``calibrate`` share (one spelling)."""
     p.add_argument(
@@ -240,7 +246,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior",
         default="brain-mri-default",
-        help="a shipped prior's name, a bundle or diffusers folder, or a checkpoint file "
+        help=f"a shipped prior's name ({', '.join(_shipped_priors())}), a bundle or diffusers "
+        "folder, or a checkpoint file "
         "(.pt/.pth/.safetensors; EDM/InverseBench, guided-diffusion ADM or score_sde NCSN++) "
         "(default: %(default)s)",
     )
