@@ -22,6 +22,7 @@ import torch
 from diffrecon._version import __version__
 from diffrecon.priors.bundles import load as load_bundle
 from diffrecon.priors.bundles import save_bundle
+from diffrecon.priors.learned import key_mismatch
 from diffrecon.priors.unet import DEFAULT_ARCH, MonaiUNet
 from diffrecon.priors.wrappers import EDMDenoiser
 
@@ -97,11 +98,14 @@ def train_prior(
     step, losses = 0, []
     if init is not None and not ckpt_path.exists():
         weights = load_bundle(init).net.state_dict()
-        missing = set(model.state_dict()) ^ set(weights)
-        if missing or any(weights[k].shape != v.shape for k, v in model.state_dict().items()):
+        why = key_mismatch(
+            {k: tuple(v.shape) for k, v in model.state_dict().items()},
+            {k: tuple(v.shape) for k, v in weights.items()},
+        )
+        if why is not None:
             raise ValueError(
                 f"--init {init}: its network does not match the requested architecture "
-                f"({len(missing)} names differ); pass the same --channels"
+                f"({why}); pass the same --channels"
             )
         model.load_state_dict(weights)
         ema.load_state_dict(weights)
