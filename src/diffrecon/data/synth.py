@@ -22,7 +22,13 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from diffrecon.data.mni import HELDOUT_Z, ORIENTATIONS, PatchSampler, load_template, smooth_phase
+from diffrecon.data.mni import (
+    ORIENTATIONS,
+    PatchSampler,
+    _allowed_rows,
+    load_template,
+    smooth_phase,
+)
 
 
 @lru_cache(maxsize=1)
@@ -82,10 +88,12 @@ class SynthPatchSampler(PatchSampler):
                 classes, orientation, int(rng.choice(self._slice_indices(orientation)))
             )
             coords = self._coordinates(maps.shape[1:])
-            if orientation != "axial":
+            allowed = _allowed_rows(orientation)
+            if allowed is not None:
                 rows = np.round(coords[0]).astype(int)
-                z_of_row = maps.shape[1] - 1 - rows
-                if ((z_of_row >= HELDOUT_Z[0] - 1) & (z_of_row < HELDOUT_Z[1] + 1)).any():
+                near = np.concatenate([rows - 1, rows, rows + 1])  # interpolation neighbours
+                near = near[(near >= 0) & (near < allowed.size)]
+                if not allowed[near].all():
                     continue  # the deformed patch would read the held-out slab
             probs = np.stack(
                 [ndimage.map_coordinates(m, coords, order=1, mode="constant") for m in maps]
