@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 
@@ -28,3 +29,23 @@ def magnitude_scores(image, draw) -> tuple[float, float]:
     mag = draw.pow(2).sum(0).sqrt()[None]
     peak = float(truth.max())
     return metrics.psnr(truth, mag, maxval=peak), metrics.ssim(truth, mag, maxval=peak)
+
+
+def scored_draw(fn, prior, op, y, sigmas, image, seed: int, **kw) -> tuple[float, float, float]:
+    """One draw of sampler ``fn`` for ``y`` with generator seed ``seed``, shaped like the
+    complex (2-channel) ``image``: its magnitude's PSNR and SSIM against ``image``, and the
+    sampler's wall seconds."""
+    import torch
+
+    t0 = time.perf_counter()
+    draw = fn(
+        prior,
+        op,
+        y,
+        sigmas,
+        generator=[torch.Generator().manual_seed(seed)],
+        shape=tuple(image.shape),
+        **kw,
+    )
+    secs = time.perf_counter() - t0
+    return (*magnitude_scores(image, draw[0]), secs)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import sigpy.mri
 import torch
-from _results import magnitude_scores, write_csv
+from _results import scored_draw, write_csv
 
 from diffrecon.data.mni import heldout_slices
 from diffrecon.mri.masks import cartesian_mask
@@ -220,19 +220,7 @@ def learned_rows(rows: list, n_images: int) -> None:
             for name, fn, sig, kw, nfe, bwd in methods(sy, scalar, tuned):
                 if fn is cpigdm and not op.has_exact_pinv:
                     continue  # refused since issue 15: its projection would be inexact
-                kw = dict(kw)
-                t0 = time.perf_counter()
-                d = fn(
-                    prior,
-                    op,
-                    y,
-                    sig,
-                    generator=[torch.Generator().manual_seed(j)],
-                    shape=(2, 64, 64),
-                    **kw,
-                )
-                secs = time.perf_counter() - t0
-                ps, ss = magnitude_scores(x, d[0])
+                ps, ss, secs = scored_draw(fn, prior, op, y, sig, x, seed=j, **kw)
                 rows.append(
                     {
                         "problem": task,

@@ -9,11 +9,9 @@ One draw per image, PSNR / SSIM of the magnitude and seconds per image; SR and M
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
-from _results import magnitude_scores, write_csv
+from _results import scored_draw, write_csv
 
 from diffrecon.data.mni import heldout_slices
 from diffrecon.operators import GaussianBlur, Inpainting
@@ -49,20 +47,10 @@ def main() -> None:
                 y = clean + sy * torch.randn(
                     clean.shape, generator=torch.Generator().manual_seed(j)
                 )
-                t0 = time.perf_counter()
-                d = fn(
-                    prior,
-                    op,
-                    y,
-                    sig,
-                    generator=[torch.Generator().manual_seed(j)],
-                    shape=(2, 64, 64),
-                    **kw,
-                )
-                secs.append(time.perf_counter() - t0)
-                p_, s_ = magnitude_scores(x, d[0])
+                p_, s_, t_ = scored_draw(fn, prior, op, y, sig, x, seed=j, **kw)
                 ps.append(p_)
                 ss.append(s_)
+                secs.append(t_)
             rows.append(
                 {
                     "task": task,
