@@ -26,12 +26,13 @@ from scipy.ndimage import gaussian_filter
 from diffrecon import metrics
 from diffrecon.data.mni import heldout_slices
 from diffrecon.data.simulate import simulate_fastmri
+from diffrecon.io.arrays import ArrayInput
 from diffrecon.io.fastmri import open_fastmri
+from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.baseline import l1_wavelet_baseline
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.mri.preprocess import prepare_slice
-from diffrecon.mri.transforms import center_crop
-from diffrecon.pipeline import reconstruct_prepared
+from diffrecon.mri.transforms import center_crop, read_slice
 from diffrecon.priors import load
 from diffrecon.samplers import karras_sigmas
 from diffrecon.samplers.unconditional import sample_prior
@@ -131,22 +132,22 @@ def posterior_check(prior, rows: list, draws: int, steps: int | None) -> None:
     f = open_fastmri(kfile)
     print(f"{'slice':>5} {'zf PSNR/SSIM':>15} {'L1 PSNR/SSIM':>15} {'DAPS PSNR/SSIM':>16} {'s':>6}")
     for i in range(f.num_slices):
-        k, tgt = f.kspace(i, crop_readout=True), f.target(i)
+        k, tgt = read_slice(f, i), f.target(i)
         # one mask per slice: seeded by the file name plus the slice number
         mask = MaskSpec(4.0, 0.08, "random").build(k.shape[-2:], file_name=f"{kfile.name}{i}")
         prepared = prepare_slice(k, mask)  # the sampler and the L1 baseline share it
         t0 = time.perf_counter()
-        overrides = {} if steps is None else {"steps": steps}
-        res = reconstruct_prepared(
-            prepared,
-            prior,
+        job = ReconstructionJob(
+            ArrayInput(k[None], mask=mask.numpy(), target_images=tgt[None]),
+            prior=prior,
             sampler="daps-mri",
+            steps=steps,
+            mask=MaskSpec(kind="file"),
             draws=draws,
             seed=i,
-            target=tgt,
             batch_size=draws,
-            **overrides,
         )
+        res = job.run_slice(0, prepared=prepared)
         secs = time.perf_counter() - t0
         l1 = l1_wavelet_baseline(prepared, lamda=0.005, max_iter=100)
         l1m = center_crop(torch.sqrt(l1[0] ** 2 + l1[1] ** 2), res.mean.shape).numpy()

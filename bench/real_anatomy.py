@@ -48,13 +48,13 @@ from _results import write_csv
 
 from diffrecon import metrics
 from diffrecon.data.mni import smooth_phase
+from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.baseline import l1_wavelet_baseline
 from diffrecon.mri.coils import espirit_maps
 from diffrecon.mri.masks import cartesian_mask
 from diffrecon.mri.preprocess import estimate_noise_std, prepare_slice
 from diffrecon.mri.transforms import rss
 from diffrecon.operators.fft import fft2c, ifft2c
-from diffrecon.pipeline import reconstruct_prepared
 from diffrecon.priors import load
 
 RESULTS = Path("bench/results")
@@ -251,7 +251,10 @@ def bart_row(prepared, target, maps_ours) -> tuple[dict, np.ndarray] | None:
 def preset_row(prepared, target, prior, preset: str, draws: int, seed: int):
     counter = CountingDenoiser(prior)
     t0 = time.perf_counter()
-    res = reconstruct_prepared(prepared, counter, sampler=preset, draws=draws, seed=seed)
+    job = ReconstructionJob.of_prepared(
+        prepared, prior=counter, sampler=preset, draws=draws, seed=seed
+    )
+    res = job.run_slice(0, prepared=prepared)
     secs = time.perf_counter() - t0
     # E||mean_N - x||^2 = ||bias||^2 + tr(Cov)/N: what PSNR many more draws would approach
     # (res.std is the unbiased magnitude std of the N draws, so this is an estimate).

@@ -186,3 +186,43 @@ def test_resume_after_the_process_is_killed(tmp_path, folder, tiny_bundle):
         read_results(out / "f0.h5").reconstruction,
         read_results(tmp_path / "fresh" / "f0.h5").reconstruction,
     )
+
+
+def test_resume_with_other_settings_is_refused_instead_of_mixed(tmp_path, folder, tiny_bundle):
+    """Slices persisted with --steps 2 are not completed with --steps 3 into one volume;
+    the command line alone (-o, --resume) is not a setting."""
+    out = tmp_path / "out"
+
+    def interrupt(name, idx, figures, error):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files([folder / "f0.h5"], out, on_slice=interrupt, **_settings(tiny_bundle))
+    other = {**_settings(tiny_bundle), "overrides": {"steps": 3}}
+    with pytest.raises(ValueError, match=r"made with other settings \(settings: "):
+        reconstruct_files([folder / "f0.h5"], out, resume=True, **other)
+    assert not (out / "f0.h5").exists() and (out / ".f0.h5.parts" / "slice0000.h5").exists()
+    rows = reconstruct_files(
+        [folder / "f0.h5"], out, resume=True, command="again", **_settings(tiny_bundle)
+    )
+    assert rows[0]["status"] == "done"
+    assert read_results(out / "f0.h5").record.settings["steps"] == 2
+
+
+def test_merge_refuses_parts_made_with_other_settings(tmp_path):
+    from diffrecon.io.results import merge_parts, write_results
+    from diffrecon.results import SliceResult, VolumeResult
+
+    z = np.zeros((4, 4), np.float32)
+
+    def part(i, seed):
+        vol = VolumeResult([SliceResult(z, z, 2)], [i], {"seed": seed, "command": f"run {i}"})
+        return write_results(tmp_path / f"p{i}.h5", vol, overwrite=True)
+
+    parts = [part(0, 0), part(1, 1)]
+    with pytest.raises(ValueError, match=r"different settings \(seed: 0 vs 1\)"):
+        merge_parts(parts, tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+    parts[1] = part(1, 0)
+    merged = read_results(merge_parts(parts, tmp_path / "m.h5"))
+    assert merged.slice_indices.tolist() == [0, 1] and merged.attrs["command"] == "run 0"

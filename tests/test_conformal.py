@@ -129,7 +129,7 @@ def test_non_finite_std_never_gives_an_interval_and_names_the_slice(
     def broken(*a, **k):
         raise NonFiniteStdError("the posterior std holds NaN or inf")
 
-    monkeypatch.setattr("diffrecon.jobs.reconstruct_prepared", broken)
+    monkeypatch.setattr("diffrecon.jobs.reconstruct", broken)
     job = ReconstructionJob(tiny_kspace_file, prior=str(tiny_bundle), slices=[1])
     with pytest.raises(NonFiniteStdError, match="tiny.h5 slice 1: the posterior std"):
         job.run_slice(1)

@@ -44,7 +44,7 @@ def test_validate_refuses_bad_settings_before_any_work(
         raise AssertionError("validate() must not preprocess or sample")
 
     monkeypatch.setattr("diffrecon.jobs.prepare_slice", no_work)
-    monkeypatch.setattr("diffrecon.jobs.reconstruct_prepared", no_work)
+    monkeypatch.setattr("diffrecon.jobs.reconstruct", no_work)
     with pytest.raises(ValueError, match=match):
         _job(tiny_kspace_file, tiny_bundle, **kw).validate()
 
@@ -181,23 +181,18 @@ def test_cropped_user_maps_constrain_the_background_instead_of_inventing_it(
     the operator's null space: the reconstruction there is zero, not prior texture."""
     import dataclasses
 
-    from diffrecon.pipeline import reconstruct_prepared
-
     job = _job(tiny_kspace_file, tiny_bundle)
     maps = job.prepare(1).maps.numpy()
     h, w = maps.shape[-2:]
     support = np.zeros((h, w), bool)
     support[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
-    cropped = _job(tiny_kspace_file, tiny_bundle, maps=maps * support)
+    cropped = _job(tiny_kspace_file, tiny_bundle, maps=maps * support, keep_draws=True)
     prep = cropped.prepare(1)
     assert prep.support is not None and np.array_equal(prep.support.numpy(), support)
-    prior = cropped.load_prior()
-    res = reconstruct_prepared(prep, prior, sampler="daps-fast", draws=2, keep_draws=True, **FAST)
+    res = cropped.run_slice(1, prepared=prep)
     assert np.all(res.mean[~support] == 0) and np.all(res.draws[:, ~support] == 0)
     assert np.all(np.isfinite(res.mean)) and res.mean[support].mean() > 0
-    free = reconstruct_prepared(
-        dataclasses.replace(prep, support=None), prior, sampler="daps-fast", draws=2, **FAST
-    )
+    free = cropped.run_slice(1, prepared=dataclasses.replace(prep, support=None))
     assert np.abs(free.mean[~support]).mean() > 0.1 * free.mean[support].mean()
 
 
@@ -211,7 +206,7 @@ def test_espirit_calibrates_on_the_whole_readout_before_the_crop(tiny_kspace_fil
 
     job = _job(tiny_kspace_file, tiny_bundle)
     prep = job.prepare(1)
-    full = job.input.kspace(1, crop_readout=False)
+    full = job.input.kspace(1)
     assert prep.maps_source.startswith(f"espirit(readout {full.shape[-2]} cropped to 40")
     m = np.broadcast_to(job.sampling_mask.numpy(), full.shape[-2:])
     try:
@@ -244,3 +239,43 @@ def test_auto_mask_keeps_the_sampling_of_an_undersampled_file(tmp_path, tiny_ksp
     assert full.sampling_mask.float().mean() < 0.5 and full.mask_used == "random (auto)"
     again = ReconstructionJob(under, slices=[0], mask=MaskSpec(kind="random"))
     assert not np.array_equal(again.sampling_mask.numpy(), cols)
+
+
+def test_the_run_record_round_trips_and_says_which_mask_was_used(
+    tmp_path, tiny_kspace_file, tiny_bundle
+):
+    job = _job(tiny_kspace_file, tiny_bundle).validate()
+    vol = job.volume([job.run_slice(1)])
+    write_results(tmp_path / "r.h5", vol)
+    back = read_results(tmp_path / "r.h5").record
+    assert back == job.record and back.prior == "tiny"
+    m = job.sampling_mask
+    assert back.acceleration == pytest.approx(m.numel() / int(m.sum()))
+    assert back.acceleration_requested == 4.0
+    assert back.mask_type == "random (auto)" and back.mask_type_requested == "auto"
+    assert back.calibration_key() == job.calibration_key()
+    assert job.calibration_key()["acceleration"] == 4.0  # calibrations key the request
+    # a file written before the record (no *_requested fields) still reads
+    old = {k: v for k, v in vol.attrs.items() if not k.endswith("_requested")}
+    write_results(tmp_path / "old.h5", type(vol)(vol.slices, vol.slice_indices, old))
+    rec = read_results(tmp_path / "old.h5").record
+    assert rec.seed == 0 and rec.acceleration_requested is None and rec.settings["steps"] == 2
+
+
+def test_a_prior_is_loaded_once_per_process_and_again_when_its_files_change(
+    tmp_path, tiny_bundle
+):
+    import os
+    import shutil
+
+    from diffrecon.priors.checkpoints import shared_prior
+
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, b)
+    first = shared_prior(str(b))
+    assert shared_prior(b) is first
+    assert _job("unused.h5", b).load_prior() is first  # every job shares it
+    cfg = b / "config.json"
+    st = cfg.stat()
+    os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert shared_prior(b) is not first

@@ -42,7 +42,7 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
     logk, zf = [], []
     mask = job.sampling_mask.numpy()
     for i in range(fm.num_slices):
-        k = fm.kspace(i, crop_readout=True)
+        k = job.read_kspace(i)
         logk.append(np.log(np.sqrt((np.abs(k) ** 2).sum(0)) + 1e-12 * float(np.abs(k).max())))
         img = rss(ifft2c(torch.from_numpy(np.where(mask, k, 0))), dim=0)
         size = (min(fm.recon_size[0], img.shape[-2]), min(fm.recon_size[1], img.shape[-1]))

@@ -11,8 +11,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from diffrecon.jobs import ReconstructionJob
-from diffrecon.mri.masks import MaskSpec
+from diffrecon.jobs import DEFAULT_INTERVAL_LEVEL, ReconstructionJob
+from diffrecon.mri.masks import MASK_KINDS, MaskSpec
 from diffrecon.results import SliceResult
 from diffrecon.samplers.registry import MRI_DEFAULT, offered_for_mri
 from diffrecon_napari._layers import META, LayerData, result_layers
@@ -56,7 +56,7 @@ class Request:
             raise ValueError(f"no k-space file at {self.path!r}")
         if self.draws < 1 or self.batch_size < 1:
             raise ValueError("draws and batch size must be >= 1")
-        if self.mask_kind not in ("auto", "random", "equispaced", "file"):
+        if self.mask_kind not in MASK_KINDS:
             raise ValueError(f"unknown mask type {self.mask_kind!r}")
         self.parsed_prior_options()
 
@@ -73,9 +73,6 @@ class Request:
         calibration and one loaded prior (whose name the layers' attributes record)."""
         from diffrecon.calibration_run import read_calibration
 
-        overrides = dict(self.overrides)
-        if self.steps > 0:
-            overrides["steps"] = self.steps
         calibration = read_calibration(self.calibration) if self.calibration else None
         return ReconstructionJob(
             self.path,
@@ -83,7 +80,8 @@ class Request:
             prior_format=self.prior_format,
             prior_options=self.parsed_prior_options(),
             sampler=self.sampler,
-            overrides=overrides,
+            overrides=dict(self.overrides),
+            steps=self.steps or None,  # 0: the preset's
             slices=None if self.all_slices else [self.slice_index],
             mask=MaskSpec(self.acceleration, self.center_fraction, self.mask_kind),
             draws=self.draws,
@@ -92,9 +90,8 @@ class Request:
             device=self.device,
             batch_size=self.batch_size,
             calibration=calibration,
-            interval_level=(
-                calibration.level if calibration is not None else 0.9 if self.intervals else None
-            ),
+            # with a calibration the job takes its level (ReconstructionJob.interval_level_used)
+            interval_level=DEFAULT_INTERVAL_LEVEL if self.intervals else None,
             command="napari diffrecon widget",
         )
 
@@ -193,14 +190,10 @@ def _slice_layers(
     result: SliceResult, request: Request, index: int, final: bool
 ) -> list[LayerData]:
     """One slice's layers with that slice's target for ``|error|``."""
-    import numpy as np
-    import torch
-
-    from diffrecon.mri.transforms import center_crop
+    from diffrecon.mri.transforms import crop_target
 
     job = request.job
     target = job.input.target(index) if final else None
     if target is not None:
-        t = torch.from_numpy(np.asarray(target, dtype=np.float32))
-        target = center_crop(t, result.mean.shape).numpy()
+        target = crop_target(target, result.mean.shape)
     return result_layers(result, job.attrs([result]), index, final, target)

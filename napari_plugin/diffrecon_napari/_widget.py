@@ -13,6 +13,8 @@ from magicgui import widgets
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from diffrecon.mri.masks import MASK_KINDS
+from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
 from diffrecon_napari import _run
 from diffrecon_napari._layers import META, summary_text
 
@@ -28,9 +30,7 @@ class ReconstructWidget(QWidget):
         self.source = widgets.ComboBox(label="k-space layer", choices=self._kspace_layers)
         self.file = widgets.FileEdit(label="or file", filter="*.h5", value="")
         self.slice = widgets.SpinBox(label="slice", min=0, max=10_000, value=0)
-        self.mask_kind = widgets.ComboBox(
-            label="mask", choices=["auto", "random", "equispaced", "file"], value="auto"
-        )
+        self.mask_kind = widgets.ComboBox(label="mask", choices=list(MASK_KINDS), value="auto")
         self.accel = widgets.FloatSpinBox(label="acceleration", min=1.0, max=32.0, value=4.0)
         self.center = widgets.FloatSpinBox(
             label="center fraction", min=0.0, max=1.0, step=0.01, value=0.08
@@ -40,7 +40,7 @@ class ReconstructWidget(QWidget):
         )
         self.prior_format = widgets.ComboBox(
             label="prior format",
-            choices=["auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers"],
+            choices=list(PRIOR_FORMATS),
             value="auto",
         )
         self.prior_options = widgets.LineEdit(label="prior options (KEY=VALUE, ...)", value="")

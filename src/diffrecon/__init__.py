@@ -1,7 +1,9 @@
 """diffrecon: image reconstruction by diffusion posterior sampling, with uncertainty.
 
-``reconstruct`` and ``Posterior`` are loaded on first use, so that importing a light module
-(``diffrecon.io.dicom``, ``diffrecon.mri.masks``...) does not load the sampler stack.
+``reconstruct`` (any operator), ``Posterior`` and ``reconstruct_kspace`` (multicoil
+k-space arrays in, a :class:`~diffrecon.results.SliceResult` out) are loaded on first use,
+so that importing a light module (``diffrecon.io.dicom``, ``diffrecon.mri.masks``...) does
+not load the sampler stack.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from diffrecon._version import __version__
 
 if TYPE_CHECKING:
     from diffrecon.api import Posterior, reconstruct
+    from diffrecon.jobs import reconstruct_kspace
 
-__all__ = ["Posterior", "__version__", "reconstruct"]
+__all__ = ["Posterior", "__version__", "reconstruct", "reconstruct_kspace"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from diffrecon import api
 
         return getattr(api, name)
+    if name == "reconstruct_kspace":
+        from diffrecon.jobs import reconstruct_kspace
+
+        return reconstruct_kspace
     raise AttributeError(f"module 'diffrecon' has no attribute {name!r}")

@@ -34,18 +34,6 @@ class SamplerRecord:
     noise_std: float
     version: str = __version__
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form: sampler function, preset name, flat settings, seed, draws..."""
-        return {
-            "sampler": self.preset.sampler,
-            "preset": self.preset.name,
-            "settings": self.preset.settings(),
-            "seed": self.seed,
-            "draws": self.draws,
-            "noise_std": self.noise_std,
-            "version": self.version,
-        }
-
 
 @dataclass
 class Posterior:

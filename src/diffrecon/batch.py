@@ -25,7 +25,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +33,7 @@ import numpy as np
 
 from diffrecon._version import __version__
 from diffrecon.io.atomic import atomic_file, refuse_overwriting_inputs
-
-PER_SLICE_ATTRS = ("noise_std_estimate", "noise_std_used", "data_residual", "intensity_scale")
-STACKED = (
-    "reconstruction",
-    "reconstruction_complex",
-    "std",
-    "slice_indices",
-    "draws",
-    "quantiles",
-    "lower",
-    "upper",
-    "std_calibrated",
-    "maps",
-)
+from diffrecon.io.results import merge_parts
 
 
 def collect_inputs(items: Iterable[str | Path]) -> list[Path]:
@@ -82,29 +68,18 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-@lru_cache(maxsize=4)
-def _prior(name: str, device: str, fmt: str = "auto", options: str = "{}") -> Any:
-    """One loaded prior per worker process and (prior, device, format, options as JSON)."""
-    from diffrecon.priors import open_prior
-
-    return open_prior(name, fmt, device=device, **json.loads(options))
-
-
-def _job_prior(job: Any) -> Any:
-    """The job's prior, loaded through the per-process cache."""
-    options = json.dumps(job.prior_options, sort_keys=True)
-    return _prior(str(job.prior), str(job.device), job.prior_format, options)
-
-
 def _job(path: str | Path, settings: dict[str, Any]) -> Any:
     from diffrecon.jobs import ReconstructionJob
 
     return ReconstructionJob(path, **settings)
 
 
-def run_slice_task(path: str, settings: dict[str, Any], index: int, part: str) -> dict[str, Any]:
+def run_slice_task(
+    path: str, settings: dict[str, Any], index: int, part: str, on_step: Any = None
+) -> dict[str, Any]:
     """Reconstruct one slice and persist it as a one-slice result file ``part`` (the task a
-    worker runs); returns its manifest figures."""
+    worker runs; the prior is loaded once per process); returns its manifest figures.
+    ``on_step``: the sampler's step callback (in-process runs: progress bars)."""
     import torch
 
     from diffrecon.io.results import write_results
@@ -112,46 +87,17 @@ def run_slice_task(path: str, settings: dict[str, Any], index: int, part: str) -
 
     torch.set_num_threads(int(os.environ.get("DIFFRECON_TORCH_THREADS", torch.get_num_threads())))
     job = _job(path, settings)
-    if isinstance(job.prior, str | Path):
-        job.prior = _job_prior(job)
     t0 = time.perf_counter()
-    res = job.run_slice(index)
+    job.load_prior()
+    res = job.run_slice(index, on_step=on_step)
     write_results(part, VolumeResult([res], [index], job.attrs([res])), overwrite=True)
     return {
         "index": index,
         "seconds": time.perf_counter() - t0,
         "psnr": res.metrics.get("psnr"),
         "ssim": res.metrics.get("ssim"),
+        "data_residual": res.data_residual,
     }
-
-
-def merge_parts(parts: Sequence[Path], out: Path, overwrite: bool = False) -> Path:
-    """One result file from one-slice result files (in slice order), written atomically."""
-    datasets: dict[str, list[np.ndarray]] = {}
-    attrs: dict[str, Any] = {}
-    mask = None
-    per_slice: dict[str, list[Any]] = {k: [] for k in PER_SLICE_ATTRS}
-    for i, part in enumerate(parts):
-        with h5py.File(part, "r") as f:
-            for name in STACKED:
-                if name in f:
-                    datasets.setdefault(name, []).append(f[name][()])
-            if mask is None and "mask" in f:
-                mask = f["mask"][()]
-            if i == 0:
-                attrs = {k: v for k, v in f.attrs.items() if k not in PER_SLICE_ATTRS}
-            for k in PER_SLICE_ATTRS:
-                if k in f.attrs:
-                    per_slice[k].extend(json.loads(f.attrs[k]))
-    data = {k: np.concatenate(v) for k, v in datasets.items() if len(v) == len(parts)}
-    if mask is not None:
-        data["mask"] = mask
-    for k, v in per_slice.items():
-        if len(v) == len(parts):
-            attrs[k] = json.dumps(v)
-    from diffrecon.io.h5 import write_atomic_h5
-
-    return write_atomic_h5(out, data, attrs, compress=("draws", "maps"), overwrite=overwrite)
 
 
 @dataclass
@@ -176,14 +122,23 @@ def plan_files(
     settings: dict[str, Any],
     resume: bool,
     overwrite: bool,
+    nifti: bool = False,
+    also_read: Sequence[str | Path] = (),
 ) -> list[FilePlan]:
-    """Check every input before any work and list the slices each still needs."""
+    """Check every input before any work and list the slices each still needs: the job's
+    checks, no output onto an input (nor onto the coil maps or ``also_read``, e.g. the
+    calibration file), no existing output (result file, with ``nifti`` its NIfTI mean)
+    replaced unless ``overwrite``."""
+    from diffrecon.io.nifti import nifti_path
+
     plans = []
+    read = [*inputs, settings.get("maps"), *also_read]
+    read = [p for p in read if isinstance(p, str | Path)]
     for path in inputs:
         output = out / path.name
         plan = FilePlan(path, output, out / f".{path.name}.parts")
         try:
-            refuse_overwriting_inputs([output], inputs)
+            refuse_overwriting_inputs([out, output], read)
             job = _job(path, {**settings, "prior": "unused"})
             job.check_input()
             plan.slices = list(job.slice_indices)
@@ -192,6 +147,9 @@ def plan_files(
             elif output.exists() and not overwrite:
                 raise ValueError(f"{output} exists: pass --overwrite or --resume")
             else:
+                nii = nifti_path(out, output.stem, "mean")
+                if nifti and nii.exists() and not (overwrite or resume):
+                    raise ValueError(f"{nii} exists: pass --overwrite to replace it")
                 done = {i for i in plan.slices if resume and plan.part(i).exists()}
                 if not resume and plan.parts.exists():
                     shutil.rmtree(plan.parts)
@@ -209,6 +167,27 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_T
 # 17 times slower in workers than in-process (bench/batch.py). A fixed 64 MiB threshold
 # restores the speed; it must be in the environment before the worker process starts.
 MALLOC_FIX = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+
+
+def _refuse_other_settings(plans: list[FilePlan], settings: dict[str, Any]) -> None:
+    """``--resume``: a file whose persisted slices were made with other settings is refused
+    (it would mix them); the command line may differ."""
+    from diffrecon.io.results import flat_attrs, read_attrs, settings_mismatch
+
+    for plan in plans:
+        done = [i for i in plan.slices if i not in plan.todo]
+        if not done or plan.status.startswith("skipped"):
+            continue
+        job = _job(plan.input, settings)
+        want = flat_attrs(job.record.as_attrs())
+        why = settings_mismatch(read_attrs(plan.part(done[0])), want)
+        if why is not None:
+            plan.error, plan.status = (
+                f"its persisted slices were made with other settings ({why}): resume with "
+                "the same settings, or rerun without --resume",
+                "refused",
+            )
+            plan.todo = []
 
 
 def _nanny_environ() -> Any:
@@ -272,6 +251,9 @@ def reconstruct_files(
     retries: int = 1,
     on_slice: Callable[[str, int, dict[str, Any] | None, str | None], None] | None = None,
     on_start: Callable[[int, str | None], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+    nifti: bool = False,
+    also_read: Sequence[str | Path] = (),
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Reconstruct every slice of every input; returns the manifest rows (also written as
@@ -279,7 +261,13 @@ def reconstruct_files(
     :class:`~diffrecon.jobs.ReconstructionJob` keywords (``prior`` as a name or path, so
     workers can load it). ``gpus``: one worker per GPU id on this machine, each pinned to
     its GPU (``CUDA_VISIBLE_DEVICES``) and running on ``cuda``. ``on_start(n_tasks,
-    dashboard)`` and ``on_slice(name, index, figures, error)`` report progress."""
+    dashboard)`` and ``on_slice(name, index, figures, error)`` report progress, and
+    ``on_step`` sees the sampler's steps of in-process runs. ``nifti``: also write each
+    finished result's maps as NIfTI (:func:`~diffrecon.io.nifti.export_nifti`).
+    ``also_read``: files the run reads besides the inputs (never written over).
+
+    This is the one path from files to result files: the CLI takes it for one file too
+    (in-process, no cluster)."""
     if not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
     if gpus and (client is not None or workers):
@@ -290,15 +278,20 @@ def reconstruct_files(
     if not inputs:
         raise ValueError("no inputs")
     out = Path(out)
-    plans = plan_files(inputs, out, settings, resume, overwrite)
+    plans = plan_files(inputs, out, settings, resume, overwrite, nifti, also_read)
     if len(plans) == 1 and plans[0].error is not None:
         raise ValueError(plans[0].error)
     ok = [p for p in plans if p.error is None]
-    if settings.get("calibration") is not None and ok:
-        # a calibration fits one prior, preset, mask and draw count: checked once, up front
+    if ok:
+        # the prior loads (once per process), and a calibration fits one prior, preset,
+        # mask and draw count: checked once, up front, before anything is written
         job = _job(ok[0].input, settings)
-        job.prior = _job_prior(job)
+        job.load_prior()
         job.check_calibration()
+        if resume:
+            _refuse_other_settings(ok, {**settings, "prior": job.prior})
+            if len(plans) == 1 and plans[0].error is not None:
+                raise ValueError(plans[0].error)
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(p, i) for p in plans if p.error is None for i in p.todo]
     for p in plans:
@@ -313,25 +306,26 @@ def reconstruct_files(
             on_start(len(tasks), getattr(client, "dashboard_link", None))
         if client is None:
             for plan, idx in tasks:
-                _run_local(plan, idx, settings, retries, figures, failed, on_slice)
+                _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step)
         else:
             _run_dask(client, tasks, settings, retries, figures, failed, on_slice)
     finally:
         if cluster is not None:
             client.close()
             cluster.close()
-    rows = [_finish(plan, settings, figures, failed) for plan in plans]
+    rows = [_finish(plan, settings, figures, failed, nifti) for plan in plans]
     for row in rows:
         row["batch_seconds"] = round(time.perf_counter() - t0, 1)
     write_manifest(out, rows)
     return rows
 
 
-def _run_local(plan, idx, settings, retries, figures, failed, on_slice) -> None:
+def _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step=None) -> None:
+    steps = {} if on_step is None else {"on_step": on_step}
     for attempt in range(retries + 1):
         try:
             figures[(plan.input, idx)] = run_slice_task(
-                str(plan.input), settings, idx, str(plan.part(idx))
+                str(plan.input), settings, idx, str(plan.part(idx)), **steps
             )
             failed.pop((plan.input, idx), None)
             break
@@ -373,14 +367,14 @@ def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> No
             )
 
 
-def _finish(plan: FilePlan, settings, figures, failed) -> dict[str, Any]:
+def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict[str, Any]:
     """Merge a file's parts when all its slices are there; its manifest row."""
     row: dict[str, Any] = {
         "input": str(plan.input),
         "output": str(plan.output),
         "status": plan.status,
         "slices": len(plan.slices),
-        "settings_hash": settings_hash(settings),
+        "settings_hash": settings_hash({k: v for k, v in settings.items() if k != "command"}),
         "diffrecon_version": __version__,
         "error": plan.error,
     }
@@ -396,7 +390,11 @@ def _finish(plan: FilePlan, settings, figures, failed) -> dict[str, Any]:
         row["status"] = "failed"
         row["error"] = "; ".join(errors) or f"slices without a result: {missing}"
         return row
-    merge_parts([plan.part(i) for i in plan.slices], plan.output, overwrite=True)
+    try:
+        merge_parts([plan.part(i) for i in plan.slices], plan.output, overwrite=True)
+    except ValueError as err:  # parts made with other settings: kept, reported
+        row["status"], row["error"] = "failed", str(err)
+        return row
     shutil.rmtree(plan.parts, ignore_errors=True)
     row["status"] = "done"
     with h5py.File(plan.output, "r") as f:
@@ -405,8 +403,14 @@ def _finish(plan: FilePlan, settings, figures, failed) -> dict[str, Any]:
                 vals = [v for v in json.loads(f.attrs[key]) if v is not None]
                 row[key] = float(np.median(vals)) if vals else None
         recon = f["reconstruction"][()]
+        zero = f["zero_filled"][()] if "zero_filled" in f else None
     # fastMRI evaluate.py's per-volume metrics over the slices reconstructed
-    row.update(_job(plan.input, {**settings, "prior": "unused"}).volume_metrics(plan.slices, recon))
+    job = _job(plan.input, {**settings, "prior": "unused"})
+    row.update(job.volume_metrics(plan.slices, recon, zero))
+    if nifti:
+        from diffrecon.io.nifti import export_nifti
+
+        export_nifti(plan.output, plan.output.parent, overwrite=True)  # checked in plan_files
     return row
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from diffrecon._version import __version__
 from diffrecon.io.atomic import atomic_file
 from diffrecon.jobs import ReconstructionJob
-from diffrecon.mri.transforms import center_crop
+from diffrecon.mri.masks import measured_columns
+from diffrecon.mri.transforms import crop_target
 from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -41,7 +41,7 @@ def check_fully_sampled(job: ReconstructionJob) -> None:
     if f.target(job.slice_indices[0]) is None:
         raise ValueError(f"{name} has no reference image (reconstruction_rss): no truth")
     k = f.kspace(job.slice_indices[0])  # as stored: zeros stay exact zeros
-    cols = np.abs(k).sum(axis=(0, 1)) > 0
+    cols = measured_columns(k)
     left, right = f.header.padding if f.header is not None else (0, cols.size)
     if not cols[max(left, 0) : min(right, cols.size)].all():
         raise ValueError(
@@ -66,10 +66,9 @@ def calibrate_files(
     for job in jobs:
         job.check_input()
         check_fully_sampled(job)
-    prior = jobs[0].load_prior()
     keys = []
-    for job in jobs:
-        job.prior = prior
+    for job in jobs:  # one prior, loaded once (shared_prior)
+        job.load_prior()
         keys.append(job.calibration_key())
     if any(k != keys[0] for k in keys):
         raise ValueError("all calibration files must use one prior, sampler, mask and draws")
@@ -83,8 +82,7 @@ def calibrate_files(
             res = job.run_slice(idx)
             if not (np.isfinite(res.std).all() and np.isfinite(res.mean).all()):
                 raise ValueError(f"{job.input.path.name} slice {idx}: non-finite mean or std")
-            tgt = torch.from_numpy(np.asarray(job.input.target(idx), dtype=np.float32))
-            truths.append(center_crop(tgt, res.mean.shape).numpy().astype(np.float64))
+            truths.append(crop_target(job.input.target(idx), res.mean.shape).astype(np.float64))
             means.append(res.mean.astype(np.float64))
             stds.append(res.std.astype(np.float64))
             quants.append(res.quantiles.astype(np.float64))
@@ -157,5 +155,6 @@ def reliability_diagram(path: Path, cal: Calibration) -> None:
     ax.set_title(f"{cal.slices} slices, {cal.valid_for.get('draws')} draws", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_file(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -11,14 +11,14 @@ import argparse
 import math
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from diffrecon.io.atomic import check_writable_folder, refuse_overwriting_inputs
 from diffrecon.io.fastmri import MAX_PIXELS
+from diffrecon.mri.masks import MASK_KINDS
+from diffrecon.priors.bundles import available
+from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
 
@@ -206,12 +206,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _shipped_priors() -> list[str]:
-    """The bundles inside the package, listed without importing torch (for --help)."""
-    shipped = Path(__file__).parent / "priors" / "shipped"
-    return sorted(d.name for d in shipped.iterdir() if (d / "config.json").exists())
-
-
 def _run_options(p: argparse.ArgumentParser) -> None:
     """The reconstruction settings ``reconstruct`` and ``calibrate`` share (one spelling)."""
     p.add_argument(
@@ -236,7 +230,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--mask-type",
-        choices=["auto", "random", "equispaced", "file"],
+        choices=list(MASK_KINDS),
         default="auto",
         help="auto (default): the file's own sampling when it is already undersampled (its "
         "mask dataset or its empty columns), else a fastMRI random mask seeded by the file "
@@ -246,7 +240,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior",
         default="brain-mri-default",
-        help=f"a shipped prior's name ({', '.join(_shipped_priors())}), a bundle or diffusers "
+        help=f"a shipped prior's name ({', '.join(available())}), a bundle or diffusers "
         "folder, or a checkpoint file "
         "(.pt/.pth/.safetensors; EDM/InverseBench, guided-diffusion ADM or score_sde NCSN++) "
         "(default: %(default)s)",
@@ -254,7 +248,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior-format",
         default="auto",
-        choices=["auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers"],
+        choices=list(PRIOR_FORMATS),
         help="the prior's family (default: recognised from the files)",
     )
     p.add_argument(
@@ -305,13 +299,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _job(path: Path, args: argparse.Namespace, **extra: Any) -> Any:
-    """The job the shared options describe for one input."""
-    from diffrecon.jobs import ReconstructionJob
-
-    return ReconstructionJob(path, **_job_settings(args, **extra))
-
-
 def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """ReconstructionJob keywords (all but the input) from the shared options."""
     from diffrecon.mri.masks import MaskSpec
@@ -322,7 +309,7 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         prior_format=args.prior_format,
         prior_options=parse_options(args.prior_option),
         sampler=args.sampler,
-        overrides={} if args.steps is None else {"steps": args.steps},
+        steps=args.steps,
         slices=args.slices,
         mask=MaskSpec(args.accel, args.center_fraction, args.mask_type),
         draws=args.draws,
@@ -343,7 +330,7 @@ class BadInput(ValueError):
 
 def _output_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The reconstruct command's output keywords for a job: quantiles, kept draws, the
-    interval level and its calibration, user maps (checked here, one spelling)."""
+    interval level and its calibration (the job applies the interval rule), user maps."""
     from diffrecon.calibration_run import read_calibration
 
     try:
@@ -351,54 +338,13 @@ def _output_settings(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as err:
         raise BadInput(f"--quantiles must be numbers like 0.05,0.95, got {args.quantiles}") from err
     calibration = None if args.calibration is None else read_calibration(args.calibration)
-    level = args.interval_level
-    if calibration is not None:
-        if level != 0.9 and level != calibration.level:
-            raise BadInput(
-                f"--interval-level {level} differs from the calibration's {calibration.level}"
-            )
-        level = calibration.level
     return dict(
         quantile_levels=levels,
         keep_draws=args.save_draws,
-        interval_level=level if args.draws >= 2 else None,
+        interval_level=args.interval_level,
         calibration=calibration,
         maps=args.maps,
     )
-
-
-def _jobs(args: argparse.Namespace) -> list[Any]:
-    """One validated job per input, sharing one loaded prior; nothing runs or is written
-    before every input has passed."""
-    from diffrecon.priors import open_prior
-    from diffrecon.priors.checkpoints import parse_options
-
-    extra = _output_settings(args)
-    check_writable_folder(args.out)
-    jobs, seen = [], set()
-    for path in args.inputs:
-        out = args.out / path.name
-        refuse_overwriting_inputs([args.out, out], [*args.inputs, args.maps, args.calibration])
-        if out in seen:
-            raise BadInput(f"two inputs named {path.name} would write the same output")
-        seen.add(out)
-        job = _job(path, args, **extra)
-        job.check_settings()
-        if out.exists() and not args.overwrite:
-            raise BadInput(f"{out} exists: pass --overwrite to replace it")
-        if getattr(args, "format", "h5") == "nifti" and not args.overwrite:
-            nii = args.out / f"{out.stem}_mean.nii.gz"
-            if nii.exists():
-                raise BadInput(f"{nii} exists: pass --overwrite to replace it")
-        job.check_input()
-        jobs.append(job)
-    prior = open_prior(
-        args.prior, args.prior_format, device=args.device, **parse_options(args.prior_option)
-    )
-    for job in jobs:
-        job.prior = prior
-        job.check_calibration()
-    return jobs
 
 
 def _gpu_ids(spec: str | None) -> list[str]:
@@ -417,20 +363,12 @@ def _gpu_ids(spec: str | None) -> list[str]:
     return [g.strip() for g in ids]
 
 
-def _batch_mode(args: argparse.Namespace) -> bool:
-    """Several inputs, folders, list files, a cluster or --resume: the batch path."""
-    return bool(
-        args.workers
-        or args.gpus
-        or args.scheduler
-        or args.resume
-        or len(args.inputs) > 1
-        or any(p.is_dir() or p.suffix == ".txt" for p in args.inputs)
-    )
+RESIDUAL_OK = (0.5, 1.5)  # a posterior mean's data residual outside this is warned about
 
 
-def _reconstruct_batch(args: argparse.Namespace) -> int:
-    """Reconstruct many files, one task per slice (diffrecon.batch); exit 1 if any failed."""
+def _reconstruct(args: argparse.Namespace) -> int:
+    """Reconstruct files, folders or lists: always :func:`diffrecon.batch.reconstruct_files`
+    (in this process unless a cluster is asked for); exit 1 if any input failed."""
     from tqdm.auto import tqdm
 
     from diffrecon.batch import reconstruct_files
@@ -444,24 +382,42 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
         raise BadInput("--gpus starts one worker per GPU: not with --workers or --scheduler")
     settings = _job_settings(args, **_output_settings(args))  # --gpus: batch sets cuda
     check_writable_folder(args.out)
+    warning = mri_warning(args.sampler)
     client = None
     if args.scheduler:
         from dask.distributed import Client
 
         client = Client(args.scheduler)
-    bar = None
+    bars: dict[str, Any] = {}
+    far: dict[str, list[int]] = {}
 
     def start(n: int, dashboard: str | None) -> None:
-        nonlocal bar
+        if warning is not None:
+            print(f"diffrecon: warning: {warning}", file=sys.stderr)
         if dashboard and not args.quiet:
             print(f"Dask dashboard: {dashboard}", flush=True)
-        bar = tqdm(total=n, unit="slice", disable=args.quiet)
+        bars["slices"] = tqdm(total=n, unit="slice", disable=args.quiet)
+
+    def step(state: Any) -> None:
+        bar = bars.get("steps")
+        if bar is None or state.i == 0:
+            if bar is not None:
+                bar.close()
+            bar = bars["steps"] = tqdm(unit="step", leave=False, disable=args.quiet)
+        bar.total = state.n
+        bar.update(1)
 
     def done(name: str, idx: int, figures: Any, error: str | None) -> None:
         if error is not None:
             print(f"diffrecon: {name} slice {idx} failed: {error}", file=sys.stderr)
-        if bar is not None:
-            bar.update(1)
+        fit = (figures or {}).get("data_residual")
+        if fit is not None and not RESIDUAL_OK[0] <= fit <= RESIDUAL_OK[1]:
+            far.setdefault(name, []).append(idx)
+        for key in ("steps", "slices"):
+            if key == "steps" and key in bars:
+                bars.pop(key).close()
+            elif key in bars:
+                bars[key].update(1)
 
     try:
         rows = reconstruct_files(
@@ -475,96 +431,54 @@ def _reconstruct_batch(args: argparse.Namespace) -> int:
             retries=args.retries,
             on_start=start,
             on_slice=done,
+            on_step=None if args.quiet else step,
+            nifti=args.format == "nifti",
+            also_read=[p for p in (args.maps, args.calibration) if p is not None],
             **settings,
         )
     finally:
-        if bar is not None:
+        for bar in bars.values():
             bar.close()
         if client is not None:
             client.close()
     bad = 0
     for row in rows:
         name = Path(row["input"]).name
-        if row["status"] in ("done", "skipped (done)"):
-            extra = f", PSNR {row['psnr']:.2f} dB" if row.get("psnr") is not None else ""
-            print(f"{name}: {row['status']}{extra}")
-            if args.format == "nifti" and row["status"] == "done":
-                from diffrecon.io.nifti import export_nifti
-
-                export_nifti(row["output"], args.out, overwrite=True)
+        if row["status"] == "done":
+            print(_summary_line(name, row))
+        elif row["status"] == "skipped (done)":
+            print(f"{name}: {row['status']}")
         else:
             bad += 1
             print(f"diffrecon: {name}: {row['status']}: {row['error']}", file=sys.stderr)
+        if far.get(name):
+            print(
+                f"diffrecon: warning: {name} slices {sorted(far[name])}: the posterior mean's "
+                "data residual is far from the noise level (check the noise estimate, "
+                "--noise-std, coil maps)",
+                file=sys.stderr,
+            )
     print(f"{len(rows) - bad} of {len(rows)} inputs done; manifest: {args.out / 'manifest.csv'}")
     return 1 if bad else 0
 
 
-def _reconstruct(args: argparse.Namespace) -> int | None:
-    from tqdm.auto import tqdm
-
-    if _batch_mode(args):
-        return _reconstruct_batch(args)
-
-    from diffrecon.io.results import write_results
-
-    jobs = _jobs(args)
-    warning = mri_warning(args.sampler)
-    if warning is not None:
-        print(f"diffrecon: warning: {warning}", file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for job in jobs:
-        t0 = time.perf_counter()
-        results = []
-        name = job.input.path.name
-        for idx in tqdm(job.slice_indices, desc=name, unit="slice", disable=args.quiet):
-            steps_bar = tqdm(desc=f"slice {idx}", unit="step", leave=False, disable=args.quiet)
-
-            def tick(state, steps_bar=steps_bar):
-                steps_bar.total = state.n
-                steps_bar.update(1)
-
-            results.append(job.run_slice(idx, on_step=tick))
-            steps_bar.close()
-        volume = job.volume(results)
-        out = write_results(args.out / name, volume, overwrite=args.overwrite)
-        if args.format == "nifti":
-            from diffrecon.io.nifti import export_nifti
-
-            export_nifti(out, args.out, overwrite=args.overwrite)
-        msg = f"{name}: {len(results)} slice(s) in {time.perf_counter() - t0:.1f} s"
-        zf = [r.zero_filled for r in results]
-        m = job.volume_metrics(
-            job.slice_indices,
-            np.stack([r.mean for r in results]),
-            None if any(z is None for z in zf) else np.stack(zf),
-        )
-        if m:  # fastMRI evaluate.py's per-volume figures, over the slices reconstructed
-            msg += f", volume PSNR {m['psnr']:.2f} dB SSIM {m['ssim']:.4f} NMSE {m['nmse']:.4f}"
-            if "psnr_zero_filled" in m:
-                msg += (
-                    f" (zero-filled {m['psnr_zero_filled']:.2f} dB / {m['ssim_zero_filled']:.4f})"
-                )
-        fits = [r.provenance.data_residual for r in results]
-        fits = [f for f in fits if f is not None]
-        if fits:
-            msg += f", data residual {np.median(fits):.2f} (1: fits to the noise)"
-        print(f"{msg} -> {out}")
-        bad = [
-            i
-            for i, r in zip(job.slice_indices, results, strict=True)
-            if r.provenance.data_residual is not None
-            and not 0.5 <= r.provenance.data_residual <= 1.5
-        ]
-        if bad:
-            print(
-                f"diffrecon: warning: {name} slices {bad}: the posterior mean's data residual is "
-                "far from the noise level (check the noise estimate, --noise-std, coil maps)",
-                file=sys.stderr,
-            )
+def _summary_line(name: str, row: dict[str, Any]) -> str:
+    """One finished input: slices, time, fastMRI evaluate.py's per-volume figures over the
+    slices reconstructed (and zero-filled's), the median data residual, the output."""
+    msg = f"{name}: {row['slices']} slice(s) in {row.get('seconds', 0.0):.1f} s"
+    if row.get("psnr") is not None:
+        msg += f", volume PSNR {row['psnr']:.2f} dB SSIM {row['ssim']:.4f} NMSE {row['nmse']:.4f}"
+        if row.get("psnr_zero_filled") is not None:
+            zf = f"{row['psnr_zero_filled']:.2f} dB / {row['ssim_zero_filled']:.4f}"
+            msg += f" (zero-filled {zf})"
+    if row.get("data_residual") is not None:
+        msg += f", data residual {row['data_residual']:.2f} (1: fits to the noise)"
+    return f"{msg} -> {row['output']}"
 
 
 def _calibrate(args: argparse.Namespace) -> None:
     from diffrecon.calibration_run import calibrate_files, write_calibration
+    from diffrecon.jobs import ReconstructionJob
 
     refuse_overwriting_inputs([args.out], [*args.inputs, getattr(args, "maps", None)])
     check_writable_folder(args.out.parent)
@@ -572,7 +486,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         raise BadInput(f"{args.out} exists: pass --overwrite to replace it")
     if not 0 < args.level < 1:
         raise BadInput(f"--level must lie in (0, 1), got {args.level}")
-    jobs = [_job(path, args) for path in args.inputs]
+    jobs = [ReconstructionJob(path, **_job_settings(args)) for path in args.inputs]
 
     def report(name: str, idx: int, secs: float) -> None:
         if not args.quiet:
@@ -592,53 +506,13 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    import h5py
+    from diffrecon.io.fastmri import describe
 
-    from diffrecon.io.fastmri import FastMRIError, open_fastmri
-
-    p = args.file
-    if not p.exists():
-        raise BadInput(f"{p}: no such file")
-    if not h5py.is_hdf5(p):
-        raise BadInput(f"{p}: not an HDF5 file")
-    with h5py.File(p, "r") as f:
-        print(f"{p}")
-        for name in f:
-            link = f.get(name, getlink=True)
-            if isinstance(link, h5py.ExternalLink):  # listed, never followed
-                print(f"  {name:<22} external link to {link.filename}:{link.path}")
-                continue
-            obj = f[name]
-            if isinstance(obj, h5py.Dataset):
-                print(f"  {name:<22} {str(obj.shape):<22} {obj.dtype}")
-            else:
-                print(f"  {name:<22} group")
-        for k, v in f.attrs.items():
-            print(f"  @{k} = {v!r}"[:200])
-        has_kspace = "kspace" in f
-    try:
-        fm = open_fastmri(p)
-    except FastMRIError as err:
-        if has_kspace:  # meant as k-space, but unusable: say why
-            raise BadInput(str(err)) from err
-        print("  not a fastMRI k-space file (no 'kspace' dataset)")
-        return
-    kind = "multicoil" if fm.multicoil else "single-coil"
-    print(
-        f"  fastMRI {kind}: {fm.num_slices} slices, k-space {fm.shape[-2:]}, "
-        f"output size {fm.recon_size}"
-    )
-    if fm.header is not None:
-        print(
-            f"  header: encoded {fm.header.encoded_size}, recon {fm.header.recon_size}, "
-            f"acquired columns [{fm.header.padding[0]}, {fm.header.padding[1]})"
-        )
+    print("\n".join(describe(args.file)))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    import csv
-
-    from diffrecon.evaluation import evaluate_folder, summary_line
+    from diffrecon.evaluation import evaluate_folder, summary_line, write_scores_csv
 
     scores, summary = evaluate_folder(
         args.targets, args.predictions, args.challenge, args.acquisition
@@ -649,45 +523,31 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     print(f"{len(scores)} volume(s): {summary_line(summary)}")
     if args.csv is not None:
-        from diffrecon.io.atomic import atomic_file
-
         refuse_overwriting_inputs([args.csv], [args.targets, args.predictions])
-        with atomic_file(args.csv, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "slices", "nmse", "psnr", "ssim", "acquisition"])
-            for s in scores:
-                w.writerow([s.name, s.slices, s.nmse, s.psnr, s.ssim, s.acquisition or ""])
-
-
-def _export_nifti(args: argparse.Namespace) -> None:
-    from diffrecon.io.nifti import export_nifti
-
-    if not args.result.exists():
-        raise BadInput(f"{args.result}: no such file")
-    check_writable_folder(args.out)
-    _check_reference(args.reference)
-    files = export_nifti(args.result, args.out, args.reference, overwrite=args.overwrite)
-    print(f"wrote {len(files)} NIfTI files under {args.out}")
-
-
-def _check_reference(reference: Path | None) -> None:
-    """A --reference must be a readable DICOM (checked before anything is written)."""
-    if reference is not None:
-        import pydicom
-
-        try:
-            pydicom.dcmread(str(reference), stop_before_pixels=True)
-        except Exception as err:  # any reason it cannot be read is bad input
-            raise BadInput(f"--reference {reference}: not a readable DICOM file") from err
+        write_scores_csv(args.csv, scores)
 
 
 def _export(args: argparse.Namespace) -> None:
-    from diffrecon.io.dicom import export_dicom
-
+    """``export-dicom`` and ``export-nifti``: the result, the output folder and a reference
+    DICOM are checked before anything is written."""
     if not args.result.exists():
         raise BadInput(f"{args.result}: no such file")
     check_writable_folder(args.out)
-    _check_reference(args.reference)
+    if args.reference is not None:
+        import pydicom
+
+        try:
+            pydicom.dcmread(str(args.reference), stop_before_pixels=True)
+        except Exception as err:  # any reason it cannot be read is bad input
+            raise BadInput(f"--reference {args.reference}: not a readable DICOM file") from err
+    if args.command == "export-nifti":
+        from diffrecon.io.nifti import export_nifti
+
+        files = export_nifti(args.result, args.out, args.reference, overwrite=args.overwrite)
+        print(f"wrote {len(files)} NIfTI files under {args.out}")
+        return
+    from diffrecon.io.dicom import export_dicom
+
     files = export_dicom(
         args.result,
         args.out,
@@ -699,38 +559,10 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _train_prior(args: argparse.Namespace) -> None:
+    from diffrecon.data.sources import training_source
     from diffrecon.priors.train import train_prior
 
-    if args.data == "mni":
-        from diffrecon.data.mni import HELDOUT_Z, PatchSampler
-
-        source: Any = PatchSampler(size=args.patch, seed=args.seed)
-        dataset = {
-            "source": "MNI ICBM152 2009a sym (nilearn wheel), synthetic T1/T2/PD, "
-            "smooth random phase",
-            "held_out_axial_z": list(HELDOUT_Z),
-        }
-    elif args.data == "synth":
-        from diffrecon.data.mni import HELDOUT_Z
-        from diffrecon.data.synth import SynthPatchSampler
-
-        if not 0.0 <= args.synth_fraction <= 1.0:
-            raise ValueError(f"--synth-fraction must lie in [0, 1], got {args.synth_fraction}")
-        source = SynthPatchSampler(
-            size=args.patch, seed=args.seed, synth_fraction=args.synth_fraction
-        )
-        dataset = {
-            "source": "MNI ICBM152 2009a sym (nilearn wheel): a fraction "
-            f"{args.synth_fraction} domain-randomised from its tissue maps (SynthSeg recipe: "
-            "random class intensities, affine and elastic warps, bias field, texture, blur, "
-            "resolution loss), the rest synthetic T1/T2/PD; smooth random phase",
-            "held_out_axial_z": list(HELDOUT_Z),
-        }
-    else:
-        from diffrecon.data.slices import SlicePatchSampler
-
-        source = SlicePatchSampler(args.data, size=args.patch, seed=args.seed)
-        dataset = {"source": str(args.data)}
+    source, dataset = training_source(args.data, args.patch, args.seed, args.synth_fraction)
     channels = list(args.channels)
     arch = {
         "channels": channels,
@@ -786,15 +618,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "reconstruct":
-            return _reconstruct(args) or 0
+            return _reconstruct(args)
         elif args.command == "calibrate":
             _calibrate(args)
         elif args.command == "info":
             _info(args)
-        elif args.command == "export-dicom":
+        elif args.command in ("export-dicom", "export-nifti"):
             _export(args)
-        elif args.command == "export-nifti":
-            _export_nifti(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "demo":

@@ -20,7 +20,7 @@ from diffrecon.io.results import write_results
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.baseline import l1_wavelet_baseline
 from diffrecon.mri.masks import MaskSpec
-from diffrecon.mri.transforms import center_crop
+from diffrecon.mri.transforms import center_crop, crop_target
 from diffrecon.samplers.registry import MRI_DEFAULT
 
 
@@ -33,7 +33,7 @@ def run_demo(
     job = ReconstructionJob(
         kfile,
         sampler=MRI_DEFAULT,
-        overrides={} if steps is None else {"steps": steps},
+        steps=steps,
         slices=[0],
         mask=MaskSpec(4.0, 0.08, "random"),
         draws=draws,
@@ -66,7 +66,7 @@ def run_demo(
     l1 = l1_wavelet_baseline(prepared, lamda=0.005, max_iter=100)
     l1_mag = center_crop(torch.sqrt(l1[0] ** 2 + l1[1] ** 2), res.mean.shape).numpy()
     t_l1 = time.perf_counter() - t0
-    tgt = center_crop(torch.from_numpy(target), res.mean.shape).numpy()
+    tgt = crop_target(target, res.mean.shape)
     scores = {}
     for name, img, secs in (
         ("zero-filled", res.zero_filled, 0.0),

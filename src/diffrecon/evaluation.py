@@ -111,3 +111,16 @@ def summary_line(summary: dict[str, Any]) -> str:
         for name in METRICS
         if not math.isnan(summary[name][0])
     )
+
+
+def write_scores_csv(path: str | Path, scores: list[Any]) -> None:
+    """Per-volume figures of :func:`evaluate_folder` as a CSV file (atomically)."""
+    import csv
+
+    from diffrecon.io.atomic import atomic_file
+
+    with atomic_file(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "slices", "nmse", "psnr", "ssim", "acquisition"])
+        for s in scores:
+            w.writerow([s.name, s.slices, s.nmse, s.psnr, s.ssim, s.acquisition or ""])

@@ -16,6 +16,7 @@ only parse their input into a job and call it:
 from __future__ import annotations
 
 import numbers
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,73 +26,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffrecon import metrics
 from diffrecon._version import __version__
+from diffrecon.api import Posterior, reconstruct
+from diffrecon.complex import magnitude
+from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
-from diffrecon.mri.masks import MaskSpec
+from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
-from diffrecon.mri.transforms import remove_readout_oversampling
-from diffrecon.pipeline import reconstruct_prepared
-from diffrecon.results import SliceResult, VolumeResult
+from diffrecon.mri.transforms import crop_target, read_slice, remove_readout_oversampling
+from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
-from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve
+from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
 from diffrecon.uncertainty.conformal import Calibration, NonFiniteStdError, std_mc_error
 
 MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration region
 
 
-@dataclass(frozen=True)
-class ArrayInput:
-    """k-space held in memory, laid out as a fastMRI file's ``kspace``: ``(slices, coils, H,
-    W)`` complex; ``mask`` ``(W,)`` or ``(H, W)`` when it is already undersampled; ``target``
-    ``(slices, h, w)`` reference magnitudes for the metrics; ``readout_crop``: the recon
-    size of an oversampled readout (``H`` is then the acquired one, cropped as a file's is).
-    Reads like a :class:`~diffrecon.io.fastmri.FastMRIFile`."""
-
-    data: np.ndarray
-    name: str = "array"
-    mask: np.ndarray | None = None
-    target_images: np.ndarray | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-    readout_crop: int | None = None
-
-    def __post_init__(self) -> None:
-        d = np.asarray(self.data)
-        if d.ndim != 4 or not np.iscomplexobj(d):
-            raise ValueError(f"k-space array must be complex (slices, coils, H, W), got {d.shape}")
-
-    header = None
-
-    @property
-    def path(self) -> Path:
-        return Path(self.name)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.data.shape)
-
-    @property
-    def num_slices(self) -> int:
-        return int(self.data.shape[0])
-
-    @property
-    def recon_size(self) -> tuple[int, int]:
-        return self.readout_crop or int(self.data.shape[-2]), int(self.data.shape[-1])
-
-    def kspace(self, index: int, crop_readout: bool = False) -> np.ndarray:
-        k = np.asarray(self.data[index], dtype=np.complex64)
-        if not np.isfinite(k).all():
-            raise ValueError(f"{self.name}: kspace slice {index} contains NaN or inf")
-        if crop_readout and self.readout_crop is not None:
-            k = remove_readout_oversampling(k, self.readout_crop)
-        return k
-
-    def target(self, index: int) -> np.ndarray | None:
-        if self.target_images is None:
-            return None
-        return np.asarray(self.target_images[index], dtype=np.float32)
-
-
 Source = FastMRIFile | ArrayInput
+DEFAULT_INTERVAL_LEVEL = 0.9
+__all__ = ["ArrayInput", "ReconstructionJob", "check_device", "reconstruct_kspace"]
 
 
 def check_device(device: str | torch.device) -> None:
@@ -116,18 +70,19 @@ def check_device(device: str | torch.device) -> None:
 class ReconstructionJob:
     """Everything one reconstruction of one input needs; see the module docstring.
 
-    ``source``: a fastMRI file path or an :class:`ArrayInput`. ``slices``: ``None`` (all), a
-    CLI-style string (``"10:14"``, ``"3,5"``) or indices. ``prior``: a shipped name, a bundle
-    path, a checkpoint file (``prior_format`` and ``prior_options`` as in
-    :func:`~diffrecon.priors.open_prior`) or a loaded denoiser (loaded once by
-    :meth:`load_prior`). ``sampler`` and ``overrides``: a preset name and replacements of its
-    settings (``steps``...).
+    ``source``: a fastMRI file path or an :class:`~diffrecon.io.arrays.ArrayInput`.
+    ``slices``: ``None`` (all), a CLI-style string (``"10:14"``, ``"3,5"``) or indices.
+    ``prior``: a shipped name, a bundle path, a checkpoint file (``prior_format`` and
+    ``prior_options`` as in :func:`~diffrecon.priors.open_prior`) or a loaded denoiser
+    (loaded once by :meth:`load_prior`). ``sampler``, ``steps`` and ``overrides``: a preset
+    name, its number of noise levels and other replacements of its settings.
     ``noise_std``: k-space noise per real component (default: estimated per slice).
     ``maps``: coil sensitivities instead of ESPIRiT's: an array or a ``.npy`` / ``.h5``
     (dataset ``maps``) file, ``(coils, H, W)`` for every slice or ``(slices, coils, H, W)``
     for each slice of the input (``H`` after the readout crop).
     ``interval_level``: central intervals written beside mean and std (from the draws'
-    quantiles, or from ``calibration``, a conformal calibration that must fit the run).
+    quantiles, or from ``calibration``, a conformal calibration that must fit the run; with
+    one, the level is the calibration's: see :attr:`interval_level_used`).
     ``command``: the command line that asked for the job, recorded in the results.
     """
 
@@ -147,12 +102,21 @@ class ReconstructionJob:
     device: str = "cpu"
     batch_size: int | None = None
     crop_readout: bool = True
-    interval_level: float | None = 0.9
+    interval_level: float | None = DEFAULT_INTERVAL_LEVEL
     calibration: Calibration | None = None
     maps: str | Path | np.ndarray | None = None
     command: str | None = None
     max_pixels: int = MAX_PIXELS
+    steps: int | None = None
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
+
+    @classmethod
+    def of_prepared(cls, prepared: PreparedSlice, **settings: Any) -> ReconstructionJob:
+        """A job over one already prepared slice (its measured k-space in file units and its
+        mask), for benches that prepare a slice once and run several settings on it: pass
+        ``prepared`` to :meth:`run_slice` (index 0) so it is not prepared again."""
+        k = (prepared.y[0].numpy() * prepared.scale).astype(np.complex64)
+        return cls(ArrayInput(k[None], mask=prepared.mask.numpy()), **settings)
 
     # -- what the settings resolve to (each computed once) ----------------------------------
     @cached_property
@@ -179,7 +143,7 @@ class ReconstructionJob:
 
     @cached_property
     def preset(self) -> Preset:
-        return resolve(self.sampler, **self.overrides)
+        return resolve(self.sampler, **{**self.overrides, **steps_overrides(self.steps)})
 
     @property
     def kspace_shape(self) -> tuple[int, int]:
@@ -189,6 +153,11 @@ class ReconstructionJob:
             h = self.input.readout_crop
         return int(h), int(w)
 
+    def read_kspace(self, index: int) -> np.ndarray:
+        """Slice ``index`` as the sampler sees it (readout cropped unless ``crop_readout``
+        is off)."""
+        return read_slice(self.input, index, self.crop_readout)
+
     @cached_property
     def sampling_mask(self) -> torch.Tensor:
         """The mask every slice of the input is sampled with (built once)."""
@@ -197,21 +166,10 @@ class ReconstructionJob:
         measured = None
         if self.mask.kind == "auto" and f.mask is None:
             # columns the file measured (exactly zero elsewhere): prospective undersampling
-            k = f.kspace(self.slice_indices[0])
-            measured = np.abs(k).sum(axis=(0, 1)) > 0
-        m = self.mask.build(
+            measured = measured_columns(f.kspace(self.slice_indices[0]))
+        m, self.mask_used = self.mask.resolve(
             self.kspace_shape, f.mask, padding, file_name=f.path.name, measured=measured
         )
-        kind = self.mask.kind
-        if kind == "auto":
-            kind = "file" if f.mask is not None else "random"
-            if (
-                measured is not None
-                and m.shape == measured.shape
-                and np.array_equal(m.numpy(), measured)
-            ):
-                kind = "measured"
-        self.mask_used = f"{kind} (auto)" if self.mask.kind == "auto" else kind
         return m
 
     @cached_property
@@ -219,35 +177,9 @@ class ReconstructionJob:
         """The user's coil maps as an array, checked against the slices' shape."""
         if self.maps is None:
             return None
-        m = self.maps
-        if isinstance(m, str | Path):
-            p = Path(m)
-            if p.suffix == ".npy":
-                m = np.load(p, allow_pickle=False)
-            elif p.suffix in (".h5", ".hdf5"):
-                import h5py
-
-                with h5py.File(p, "r") as f:
-                    if "maps" not in f:
-                        raise ValueError(f"{p}: no 'maps' dataset")
-                    m = f["maps"][()]
-            else:
-                raise ValueError(f"--maps must be a .npy or .h5 file, got {p.name}")
-        m = np.asarray(m)
         shape = self.input.shape
         want = (shape[1] if len(shape) == 4 else 1, *self.kspace_shape)
-        if not np.iscomplexobj(m) or m.shape[-3:] != want or m.ndim not in (3, 4):
-            raise ValueError(
-                f"coil maps must be complex (coils, H, W) = {want} or (slices, {want[0]}, "
-                f"{want[1]}, {want[2]}), got {m.dtype} {m.shape}"
-            )
-        if m.ndim == 4 and m.shape[0] != self.input.num_slices:
-            raise ValueError(
-                f"coil maps hold {m.shape[0]} slices, the input {self.input.num_slices}"
-            )
-        if not np.isfinite(m).all():
-            raise ValueError("the coil maps contain NaN or inf")
-        return m
+        return read_maps(self.maps, want, self.input.num_slices)
 
     def maps_for(self, index: int) -> np.ndarray | None:
         m = self.user_maps
@@ -257,6 +189,13 @@ class ReconstructionJob:
     def prior_name(self) -> str:
         p = self.prior
         return str(p) if isinstance(p, str | Path) else str(getattr(p, "name", type(p).__name__))
+
+    @property
+    def interval_level_used(self) -> float | None:
+        """The level of the intervals a run writes (the interval rule, here only): a
+        calibration's own level, else ``interval_level``; none with fewer than 2 draws."""
+        level = self.calibration.level if self.calibration is not None else self.interval_level
+        return level if self.draws >= 2 else None
 
     # -- checks -----------------------------------------------------------------------------
     def check_settings(self) -> None:
@@ -282,8 +221,14 @@ class ReconstructionJob:
         level = self.interval_level
         if level is not None and not 0 < level < 1:
             raise ValueError(f"--interval-level must lie in (0, 1), got {level}")
-        if self.calibration is not None and self.draws < 2:
-            raise ValueError("calibrated intervals need a std: use --draws 2 or more")
+        if self.calibration is not None:
+            if self.draws < 2:
+                raise ValueError("calibrated intervals need a std: use --draws 2 or more")
+            if level not in (None, DEFAULT_INTERVAL_LEVEL, self.calibration.level):
+                raise ValueError(
+                    f"--interval-level {level} differs from the calibration's "
+                    f"{self.calibration.level}"
+                )
 
     def check_calibration(self) -> None:
         """Refuse a calibration made for another prior, sampler, mask, draws or version
@@ -295,16 +240,7 @@ class ReconstructionJob:
 
     def calibration_key(self) -> dict[str, Any]:
         """What a calibration of this run's intervals depends on (and must match)."""
-        return {
-            "prior": self.prior_name,
-            "preset": self.sampler,
-            "settings": self.preset.settings(),
-            "acceleration": self.mask.acceleration,
-            "center_fraction": self.mask.center_fraction,
-            "mask_type": self.mask.kind,
-            "draws": self.draws,
-            "diffrecon_version": __version__,
-        }
+        return self.record.calibration_key()
 
     def check_input(self) -> None:
         """Everything but the prior: settings, input, slices, mask, every selected slice
@@ -320,12 +256,13 @@ class ReconstructionJob:
             self.input.kspace(index)
 
     def load_prior(self) -> Any:
-        """Load the prior if it is a name or path (once); returns the denoiser."""
+        """Load the prior if it is a name or path (once per process and settings: jobs
+        share it, see :func:`~diffrecon.priors.checkpoints.shared_prior`)."""
         if isinstance(self.prior, str | Path):
-            from diffrecon.priors import open_prior
+            from diffrecon.priors.checkpoints import shared_prior
 
-            self.prior = open_prior(
-                self.prior, self.prior_format, device=self.device, **self.prior_options
+            self.prior = shared_prior(
+                self.prior, self.prior_format, self.device, self.prior_options
             )
         return self.prior
 
@@ -338,16 +275,17 @@ class ReconstructionJob:
 
     # -- the work ---------------------------------------------------------------------------
     def prepare(self, index: int) -> PreparedSlice:
-        """Slice ``index`` read, masked and preprocessed (coil maps, scale, noise estimate)."""
+        """Slice ``index`` read, masked and preprocessed (coil maps, scale, noise estimate),
+        with the output size the results are cropped to."""
         maps = self.maps_for(index)
         crop = self.input.readout_crop if self.crop_readout else None
+        common = dict(noise_std=self.noise_std, out_size=self.input.recon_size)
         if crop is None or maps is not None:
-            k = self.input.kspace(index, crop_readout=self.crop_readout)
-            return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std, maps=maps)
+            return prepare_slice(self.read_kspace(index), self.sampling_mask, maps=maps, **common)
         # ESPIRiT calibrates on the whole acquired readout; the sampler sees the crop
-        full = self.input.kspace(index, crop_readout=False)
+        full = self.input.kspace(index)
         k = remove_readout_oversampling(full, crop)
-        return prepare_slice(k, self.sampling_mask, noise_std=self.noise_std, calib_kspace=full)
+        return prepare_slice(k, self.sampling_mask, calib_kspace=full, **common)
 
     def run_slice(
         self,
@@ -356,30 +294,101 @@ class ReconstructionJob:
         on_batch: Callable[[SliceResult], None] | None = None,
         prepared: PreparedSlice | None = None,
     ) -> SliceResult:
-        """Reconstruct slice ``index`` of the input (``on_batch`` sees running summaries);
-        ``prepared``: its :meth:`prepare` output when the caller already has it."""
-        f = self.input
+        """Reconstruct slice ``index`` of the input: posterior draws at the likelihood level
+        ``max(noise estimate, preset's noise floor)``, summarised in the file's units and
+        cropped to its output size (``on_batch`` sees running summaries without quantiles,
+        intervals or metrics); ``prepared``: its :meth:`prepare` output when the caller
+        already has it."""
+        t0 = time.perf_counter()
         prepared = self.prepare(index) if prepared is None else prepared
+        level = self.interval_level_used
+        keep = self.keep_draws or bool(self.quantile_levels)
+        # the preset's floor (1% of the image scale by default): an underestimated noise
+        # level would make the likelihood (and DAPS's Langevin step) needlessly sharp
+        tau = max(prepared.noise_std, self.preset.noise_floor)
+
+        def summary(post: Posterior, final: bool) -> SliceResult:
+            return self._summarise(prepared, post, final, tau, t0)
+
         try:
-            return reconstruct_prepared(
-                prepared,
+            post = reconstruct(
+                prepared.y,
+                prepared.operator,
                 self.load_prior(),
                 sampler=self.preset,
                 draws=self.draws,
+                noise_std=tau,
                 seed=self.seed,
-                out_size=f.recon_size,
-                target=f.target(index),
-                quantile_levels=self.quantile_levels,
-                keep_draws=self.keep_draws,
                 device=self.device,
                 batch_size=self.batch_size,
-                interval_level=self.interval_level,
-                calibration=self.calibration,
+                keep_draws=keep or (level is not None and self.calibration is None),
                 callback=on_step,
-                on_batch=on_batch,
+                on_batch=None if on_batch is None else (lambda p: on_batch(summary(p, False))),
+                support=prepared.support,
             )
+            result = summary(post, True)
         except NonFiniteStdError as err:
-            raise NonFiniteStdError(f"{f.path.name} slice {index}: {err}") from err
+            raise NonFiniteStdError(f"{self.input.path.name} slice {index}: {err}") from err
+        target = self.input.target(index)
+        if target is not None:
+            tgt = crop_target(target, result.mean.shape)
+            ours = metrics.evaluate(tgt, result.mean)
+            zero = metrics.evaluate(tgt, result.zero_filled)
+            result.metrics = {
+                "psnr": ours["psnr"],
+                "ssim": ours["ssim"],
+                "psnr_zero_filled": zero["psnr"],
+                "ssim_zero_filled": zero["ssim"],
+            }
+        return result
+
+    def _summarise(
+        self, prepared: PreparedSlice, post: Posterior, final: bool, tau: float, t0: float
+    ) -> SliceResult:
+        """Summaries in file units, cropped (partial ones skip quantiles and intervals)."""
+        to_file, to_complex = prepared.to_file, prepared.to_file_complex
+        mag_std = post.magnitude_std
+        if mag_std is None or post.count < 2:
+            mag_std = torch.zeros_like(post.magnitude_mean)
+        mean, std = to_file(post.magnitude_mean), to_file(mag_std)
+        kept = post.draws is not None
+        quants = lower = upper = std_cal = None
+        level = self.interval_level_used if final else None
+        if final and self.quantile_levels and kept:
+            quants = to_file(post.quantiles(self.quantile_levels, magnitude_of=True))
+        if level is not None and self.calibration is not None:
+            lower, upper = (a.astype(np.float32) for a in self.calibration.interval(mean, std))
+            std_cal = self.calibration.calibrated_std(mean, std).astype(np.float32)
+        elif level is not None and kept:
+            lower, upper = (to_file(b) for b in post.intervals(level))
+        keep = self.keep_draws and kept
+        return SliceResult(
+            mean=mean,
+            std=std,
+            draws_done=post.count,
+            mean_complex=to_complex(post.mean),
+            draws_complex=to_complex(post.draws) if keep and final else None,
+            provenance=SliceProvenance(
+                record=post.record,
+                mask=prepared.mask.numpy(),
+                maps=prepared.maps_source,
+                maps_used=prepared.maps.numpy() if final else None,
+                calib_width=prepared.calib_width,
+                intensity_scale=prepared.scale,
+                noise_std_estimate=prepared.noise_std * prepared.scale,
+                noise_std_used=tau,
+                data_residual=prepared.data_residual(post.mean.float()) if final else None,
+            ),
+            zero_filled=to_file(magnitude(prepared.zero_filled[None])[0].double()),
+            draws=to_file(magnitude(post.draws).double()) if keep else None,
+            quantiles=quants,
+            lower=lower,
+            upper=upper,
+            interval_level=level if lower is not None else None,
+            calibrated=std_cal is not None,
+            std_calibrated=std_cal,
+            seconds=time.perf_counter() - t0,
+        )
 
     def run(self, on_step: Callable[[StepState], None] | None = None) -> VolumeResult:
         """Validate, then reconstruct every selected slice."""
@@ -402,19 +411,10 @@ class ReconstructionJob:
         (``data_range`` the target volume's maximum, SSIM averaged over slices), for
         ``recon`` ``(slices, H, W)`` and optionally the zero-filled images (keys with
         ``_zero_filled``); empty when the input has no target."""
-        from diffrecon import metrics
-        from diffrecon.mri.transforms import center_crop
-
         targets = [self.input.target(i) for i in indices]
         if not targets or any(t is None for t in targets):
             return {}
-        size = tuple(recon.shape[-2:])
-        tgt = np.stack(
-            [
-                center_crop(torch.from_numpy(np.asarray(t, np.float32)), size).numpy()
-                for t in targets
-            ]
-        )
+        tgt = np.stack([crop_target(t, recon.shape[-2:]) for t in targets])
         out = metrics.evaluate(tgt, recon)
         if zero_filled is not None:
             out.update(
@@ -422,43 +422,103 @@ class ReconstructionJob:
             )
         return out
 
+    @property
+    def record(self) -> RunRecord:
+        """What this run is (needs the mask, so the first slice may be read)."""
+        m = self.sampling_mask
+        f = self.input
+        header = f.header
+        spacing = header.pixel_spacing_mm if header is not None else None
+        return RunRecord(
+            sampler=self.preset.sampler,
+            preset=self.sampler,
+            settings=self.preset.settings(),
+            seed=self.seed,
+            draws=self.draws,
+            prior=self.prior_name,
+            version=__version__,
+            acceleration=float(m.numel() / max(int(m.sum()), 1)),
+            acceleration_requested=self.mask.acceleration,
+            center_fraction=self.mask.center_fraction,
+            mask_type=self.mask_used,
+            mask_type_requested=self.mask.kind,
+            input=str(f.path),
+            # geometry from the ISMRMRD header, for DICOM and NIfTI exports
+            pixel_spacing_mm=list(spacing) if spacing is not None else None,
+            slice_thickness_mm=header.slice_thickness_mm if header is not None else None,
+            patient_id=f.attrs.get("patient_id"),
+            acquisition=f.attrs.get("acquisition"),
+            quantile_levels=list(self.quantile_levels) or None,
+            interval_level=self.interval_level_used,
+            calibrated=self.calibration is not None,
+            calibration_lambda=None if self.calibration is None else self.calibration.lam,
+            # relative Monte-Carlo error of a std from `draws` draws (Gaussian: 1/sqrt(2(n-1)))
+            std_relative_mc_error=std_mc_error(self.draws),
+            command=self.command,
+        )
+
     def volume(self, results: list[SliceResult]) -> VolumeResult:
         """The selected slices' results, with the result-file attributes."""
         return VolumeResult(list(results), list(self.slice_indices), self.attrs(results))
 
     def attrs(self, results: list[SliceResult]) -> dict[str, Any]:
-        """Result-file attributes: what was run, on what, with which prior, mask and noise."""
-        prov = [r.provenance for r in results if r.provenance is not None]
-        record = prov[0].record.as_dict() if prov else {}
-        f = self.input
-        return {
-            "sampler": record.get("sampler", self.preset.sampler),
-            "preset": self.sampler,
-            "settings": record.get("settings", self.preset.settings()),
-            "seed": self.seed,
-            "draws": self.draws,
-            "prior": self.prior_name,
-            "diffrecon_version": __version__,
-            "acceleration": self.mask.acceleration,
-            "center_fraction": self.mask.center_fraction,
-            "mask_type": self.mask_used_kind(),
-            "input": str(f.path),
-            # geometry from the ISMRMRD header, for DICOM and NIfTI exports
-            "pixel_spacing_mm": list(f.header.pixel_spacing_mm)
-            if f.header is not None and f.header.pixel_spacing_mm is not None
-            else None,
-            "slice_thickness_mm": f.header.slice_thickness_mm if f.header is not None else None,
-            "patient_id": f.attrs.get("patient_id"),
-            "acquisition": f.attrs.get("acquisition"),
-            "noise_std_estimate": [p.noise_std_estimate for p in prov] or None,
-            "noise_std_used": [p.noise_std_used for p in prov] or None,
-            "data_residual": [p.data_residual for p in prov] or None,
-            "intensity_scale": [p.intensity_scale for p in prov] or None,
-            "quantile_levels": list(self.quantile_levels) or None,
-            "interval_level": self.interval_level if self.draws >= 2 else None,
-            "calibrated": self.calibration is not None,
-            "calibration_lambda": None if self.calibration is None else self.calibration.lam,
-            # relative Monte-Carlo error of a std from `draws` draws (Gaussian: 1/sqrt(2(n-1)))
-            "std_relative_mc_error": std_mc_error(self.draws),
-            "command": self.command,
-        }
+        """Result-file attributes: the run record and the slices' provenance."""
+        return volume_attrs(self.record, results)
+
+
+def reconstruct_kspace(
+    kspace: Any,
+    mask: Any = None,
+    maps: Any = None,
+    *,
+    prior: Any = "brain-mri-default",
+    sampler: str = MRI_DEFAULT,
+    steps: int | None = None,
+    draws: int = 8,
+    seed: int = 0,
+    noise_std: float | None = None,
+    keep_draws: bool = False,
+    interval_level: float | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    **overrides: Any,
+) -> SliceResult:
+    """Posterior reconstruction of one multicoil slice given as arrays: a
+    :class:`ReconstructionJob` over an :class:`~diffrecon.io.arrays.ArrayInput`, the path
+    every file takes; returns its :class:`~diffrecon.results.SliceResult`.
+
+    ``kspace``: ``(coils, H, W)`` in fastMRI's layout and FFT convention (centred, orthonormal
+    2-D FFT over the last two axes), numpy or torch, readout already cropped to the image
+    you want. ``mask``: ``(W,)`` columns or ``(H, W)``, bool or 0/1 (singleton axes such as
+    fastMRI's ``(1, 1, W, 1)`` are dropped); ``None``: the non-zero samples of ``kspace``
+    (data that is already undersampled). ``maps``: coil sensitivities ``(coils, H, W)``
+    (e.g. SigPy's or BART's ESPIRiT maps); ``None``: ESPIRiT on the fully sampled centre.
+    ``prior``: a shipped name, a bundle folder, a checkpoint file
+    (:func:`~diffrecon.priors.open_prior`), or any ``D(x, sigma)``. ``steps`` and
+    ``overrides`` replace preset settings. ``noise_std``: k-space noise per real component
+    (default: estimated from the data). Same seed, same numbers.
+
+    The result's ``mean`` is the posterior mean of ``|x|``, ``mean_complex`` the complex
+    posterior mean, ``draws_complex`` the draws (with ``keep_draws``); ``maps``, ``mask``,
+    ``noise_std`` and ``data_residual`` say what was used and how well the mean fits.
+    """
+    k = as_kspace(kspace)
+    m = measured_mask(k) if mask is None else as_mask(mask, k.shape[-2:])
+    job = ReconstructionJob(
+        ArrayInput(k[None], mask=m.numpy()),
+        prior=prior,
+        sampler=sampler,
+        steps=steps,
+        overrides=overrides,
+        mask=MaskSpec(kind="file"),
+        draws=draws,
+        seed=seed,
+        noise_std=noise_std,
+        keep_draws=keep_draws,
+        interval_level=interval_level,
+        device=device,
+        batch_size=batch_size,
+        maps=maps,
+        command="diffrecon.reconstruct_kspace",
+    )
+    return job.validate().run_slice(0)

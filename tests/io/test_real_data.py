@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from diffrecon import reconstruct_kspace
 from diffrecon.data.real import convert_sigpy_brain
 from diffrecon.io.fastmri import open_fastmri
 from diffrecon.mri.baseline import l1_wavelet_recon
 from diffrecon.mri.coils import espirit_maps
 from diffrecon.mri.masks import MaskSpec
 from diffrecon.mri.preprocess import calibration_width
-from diffrecon.pipeline import reconstruct_slice
 from diffrecon.priors import load
 
 from ..conftest import REAL_KSPACE
@@ -24,8 +24,8 @@ def test_convert_and_reconstruct_real_brain(tmp_path, real_kspace):
     assert np.array_equal(k, real_kspace)
     mask = MaskSpec(kind="file").build(k.shape[-2:], f.mask)
     assert calibration_width(mask.numpy()) == 24  # the acquisition's 24x24 ACS square
-    res = reconstruct_slice(
-        k, load("brain-mri-default"), mask, sampler="daps-fast", draws=2, steps=4
+    res = reconstruct_kspace(
+        k, mask, prior=load("brain-mri-default"), sampler="daps-fast", draws=2, steps=4
     )
     assert res.mean.shape == (230, 180) and np.isfinite(res.mean).all()
     assert (res.std > 0).mean() > 0.99

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import diffrecon.mri as mri
+from diffrecon import reconstruct_kspace
 from diffrecon.priors import LearnedPrior, PriorLoadError, from_module, load_checkpoint, open_prior
 from diffrecon.priors.families.adm import ADMNetwork, ADMUNet
 from diffrecon.priors.families.edm import EDMNetwork, infer_config
@@ -114,7 +115,7 @@ def test_checkpoint_layouts_load_and_reconstruct(tmp_path, slice_, name, layout,
     # the loaded weights are the saved ones
     loaded = prior.net.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
-    r = mri.reconstruct(slice_, prior=prior, seed=0, **FAST)
+    r = reconstruct_kspace(slice_, prior=prior, seed=0, **FAST)
     assert r.mean.shape == slice_.shape[-2:] and np.isfinite(r.mean).all()
 
 
@@ -138,7 +139,7 @@ def test_score_sde_checkpoint_loads_its_ema_weights_and_reconstructs(tmp_path, s
     # Tweedie: D(x, sigma) = x + sigma^2 score(x, sigma)
     x, s = torch.rand(1, 2, 32, 32), torch.tensor([0.3])
     torch.testing.assert_close(prior(x, s), x + 0.09 * prior.net(x, s))
-    r = mri.reconstruct(slice_, prior=prior, seed=0, **FAST)
+    r = reconstruct_kspace(slice_, prior=prior, seed=0, **FAST)
     assert np.isfinite(r.mean).all()
     # an EMA that does not match the model is refused
     ema["shadow_params"] = shadow[:-1]
@@ -221,7 +222,7 @@ def test_from_module_refuses_unknown_options_and_takes_learn_sigma(slice_):
 def test_a_magnitude_prior_on_complex_mri_is_refused_before_any_work(slice_):
     prior = from_module(_Eps(1, 1), "eps-vp", channels=1)
     with pytest.raises(ValueError, match="magnitude .1-channel. prior cannot model complex MR"):
-        mri.reconstruct(slice_, prior=prior, **FAST)
+        reconstruct_kspace(slice_, prior=prior, **FAST)
 
 
 def test_cli_takes_a_checkpoint_with_its_options(tmp_path, tiny_kspace_file):

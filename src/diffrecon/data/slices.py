@@ -24,7 +24,7 @@ def build_fastmri_slices(
     """Write the coil-combined slices of ``folder/*.h5`` into ``out``; returns the count."""
     from diffrecon.io.fastmri import open_fastmri
     from diffrecon.mri.coils import espirit_maps
-    from diffrecon.mri.transforms import center_crop
+    from diffrecon.mri.transforms import center_crop, read_slice
     from diffrecon.operators.fft import ifft2c
 
     files = sorted(Path(folder).glob("*.h5"))
@@ -37,7 +37,7 @@ def build_fastmri_slices(
             continue
         rh, rw = f.recon_size
         for i in range(skip_edge_slices, f.num_slices - skip_edge_slices):
-            k = f.kspace(i, crop_readout=True)
+            k = read_slice(f, i)
             maps = espirit_maps(k, calib_width=calib_width)
             img = (maps.conj() * ifft2c(torch.from_numpy(k))).sum(0)
             img = center_crop(img, (min(rh, img.shape[0]), min(rw, img.shape[1])))

@@ -146,19 +146,16 @@ class FastMRIFile:
             return h.recon_size[0]
         return None
 
-    def kspace(self, index: int, crop_readout: bool = False) -> np.ndarray:
-        """One k-space slice ``(coils, H, W)`` complex64 (single-coil files get ``coils=1``);
-        with ``crop_readout`` an oversampled readout is cropped to the recon size."""
+    def kspace(self, index: int) -> np.ndarray:
+        """One k-space slice ``(coils, H, W)`` complex64 as stored (single-coil files get
+        ``coils=1``); :func:`diffrecon.mri.transforms.read_slice` crops an oversampled
+        readout to :attr:`readout_crop`."""
         with h5py.File(self.path, "r") as f:
             k = np.asarray(f["kspace"][index], dtype=np.complex64)
         if not self.multicoil:
             k = k[None]
         if not np.isfinite(k).all():
             raise FastMRIError(f"{self.path.name}: kspace slice {index} contains NaN or inf")
-        if crop_readout and self.readout_crop is not None:
-            from diffrecon.mri.transforms import remove_readout_oversampling
-
-            k = remove_readout_oversampling(k, self.readout_crop)
         return k
 
     def target(self, index: int) -> np.ndarray | None:
@@ -241,3 +238,46 @@ def parse_slices(spec: str | None, n: int) -> list[int]:
     if bad or not idx:
         raise FastMRIError(f"slice selection {spec!r} is outside the file's {n} slices")
     return idx
+
+
+def describe(path: str | Path) -> list[str]:
+    """``diffrecon info``: the datasets, attributes and fastMRI reading of an HDF5 file (a
+    k-space or a result file), one line each; external links are listed, never followed.
+    A file that is not HDF5, or whose ``kspace`` is unusable, raises :class:`FastMRIError`."""
+    p = Path(path)
+    if not p.exists():
+        raise FastMRIError(f"{p}: no such file")
+    if not h5py.is_hdf5(p):
+        raise FastMRIError(f"{p}: not an HDF5 file")
+    lines = [f"{p}"]
+    with h5py.File(p, "r") as f:
+        for name in f:
+            link = f.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                lines.append(f"  {name:<22} external link to {link.filename}:{link.path}")
+                continue
+            obj = f[name]
+            if isinstance(obj, h5py.Dataset):
+                lines.append(f"  {name:<22} {str(obj.shape):<22} {obj.dtype}")
+            else:
+                lines.append(f"  {name:<22} group")
+        lines += [f"  @{k} = {v!r}"[:200] for k, v in f.attrs.items()]
+        has_kspace = "kspace" in f
+    try:
+        fm = open_fastmri(p)
+    except FastMRIError:
+        if has_kspace:  # meant as k-space, but unusable: say why
+            raise
+        return [*lines, "  not a fastMRI k-space file (no 'kspace' dataset)"]
+    kind = "multicoil" if fm.multicoil else "single-coil"
+    lines.append(
+        f"  fastMRI {kind}: {fm.num_slices} slices, k-space {fm.shape[-2:]}, "
+        f"output size {fm.recon_size}"
+    )
+    if fm.header is not None:
+        h = fm.header
+        lines.append(
+            f"  header: encoded {h.encoded_size}, recon {h.recon_size}, "
+            f"acquired columns [{h.padding[0]}, {h.padding[1]})"
+        )
+    return lines

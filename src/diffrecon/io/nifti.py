@@ -21,6 +21,11 @@ from diffrecon.io.geometry import affine_ras, geometry
 from diffrecon.io.results import read_results
 
 
+def nifti_path(out_dir: str | Path, stem: str, name: str) -> Path:
+    """Where a result's map ``name`` goes: ``OUT/<stem>_<name>.nii.gz``."""
+    return Path(out_dir) / f"{stem}_{name}.nii.gz"
+
+
 def export_nifti(
     result_h5: str | Path,
     out_dir: str | Path,
@@ -46,7 +51,7 @@ def export_nifti(
             maps[name] = getattr(res, name)
     out = Path(out_dir)
     stem = Path(result_h5).stem
-    paths = {name: out / f"{stem}_{name}.nii.gz" for name in maps}
+    paths = {name: nifti_path(out, stem, name) for name in maps}
     for name, vol in maps.items():
         if not np.isfinite(vol).all():
             raise ValueError(f"{result_h5}: the {name} map holds NaN or inf; nothing was written")

@@ -8,8 +8,10 @@ work and SigPy/BART pipelines); ``std`` the posterior std of the magnitude; opti
 (slices, H, W) the central interval at attribute ``interval_level`` (attribute
 ``calibrated``: from a conformal calibration, with ``std_calibrated``, or from the draws'
 quantiles); ``mask`` (the sampling mask used) and ``maps`` (slices, coils, H, W, the coil
-maps the operator used, gzip); ``slice_indices``; file attributes with the sampler, its
-settings (JSON), seed, prior name and version (see :meth:`diffrecon.jobs.ReconstructionJob.attrs`).
+maps the operator used, gzip); ``zero_filled`` (slices, H, W) ``|A^H y|``; ``slice_indices``;
+file attributes: the :class:`~diffrecon.results.RunRecord` field by field (sampler, its
+settings as JSON, seed, prior, version, the mask used...) and per-slice provenance lists.
+This module is the one writer of result files (a whole volume, or merged one-slice parts).
 """
 
 from __future__ import annotations
@@ -23,7 +25,23 @@ import h5py
 import numpy as np
 
 from diffrecon.io.h5 import refuse_external_data, write_atomic_h5
-from diffrecon.results import VolumeResult
+from diffrecon.results import PER_SLICE_ATTRS, RunRecord, VolumeResult
+
+# datasets with one entry per slice (stacked along axis 0 when parts are merged)
+STACKED = (
+    "reconstruction",
+    "reconstruction_complex",
+    "std",
+    "slice_indices",
+    "draws",
+    "quantiles",
+    "lower",
+    "upper",
+    "std_calibrated",
+    "maps",
+    "zero_filled",
+)
+COMPRESSED = ("draws", "maps")
 
 
 class ResultFileError(ValueError):
@@ -47,6 +65,12 @@ class Results:
     mask: np.ndarray | None = None
     maps: np.ndarray | None = None
     reconstruction_complex: np.ndarray | None = None  # complex posterior mean, file units
+    zero_filled: np.ndarray | None = None  # |A^H y|, the zero-filled image, file units
+
+    @property
+    def record(self) -> RunRecord:
+        """The run record the file's attributes hold, field by field."""
+        return RunRecord.from_attrs(self.attrs)
 
     @property
     def interval_level(self) -> float | None:
@@ -73,7 +97,7 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         )
     if all(s.draws is not None for s in slices):
         data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
-    for name in ("quantiles", "lower", "upper", "std_calibrated"):
+    for name in ("quantiles", "lower", "upper", "std_calibrated", "zero_filled"):
         if all(getattr(s, name) is not None for s in slices):
             data[name] = np.stack([getattr(s, name) for s in slices]).astype(np.float32)
     prov = [s.provenance for s in slices]
@@ -86,12 +110,80 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
     for name in (*checked, "std_calibrated"):
         if name in data and not np.isfinite(data[name]).all():
             raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
-    flat = {
+    flat = flat_attrs(volume.attrs)
+    return write_atomic_h5(Path(path), data, flat, compress=COMPRESSED, overwrite=overwrite)
+
+
+def flat_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as HDF5 stores them: dicts and lists as JSON, ``None`` left out."""
+    return {
         k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v)
-        for k, v in volume.attrs.items()
+        for k, v in attrs.items()
         if v is not None
     }
-    return write_atomic_h5(Path(path), data, flat, compress=("draws", "maps"), overwrite=overwrite)
+
+
+def settings_mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """The first run attribute (not per-slice provenance, not the command line) in which two
+    results' attributes (as stored, :func:`flat_attrs`) differ, as ``"name: a vs b"``; None
+    when they were made with the same settings."""
+    for k in sorted(set(a) | set(b)):
+        if k == "command" or k in PER_SLICE_ATTRS:
+            continue
+        x, y = (v.item() if isinstance(v, np.generic) else v for v in (a.get(k), b.get(k)))
+        same = (
+            np.array_equal(np.asarray(x), np.asarray(y))
+            if isinstance(x, np.ndarray) or isinstance(y, np.ndarray)
+            else x == y
+        )
+        if not same:
+            return f"{k}: {x!r} vs {y!r}"
+    return None
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """A result file's attributes (strings decoded), without reading its data."""
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+
+def merge_parts(parts: list[Path], out: Path, overwrite: bool = False) -> Path:
+    """One result file from one-slice result files (in slice order), written atomically.
+
+    The run's attributes are merged field by field: per-slice provenance
+    (:data:`~diffrecon.results.PER_SLICE_ATTRS`) is concatenated, every other attribute
+    must be the same in every part (the command line may differ: a resumed run's is kept
+    from the first part); parts made with other settings are refused, naming the field."""
+    datasets: dict[str, list[np.ndarray]] = {}
+    attrs: dict[str, Any] = {}
+    mask = None
+    per_slice: dict[str, list[Any]] = {k: [] for k in PER_SLICE_ATTRS}
+    for i, part in enumerate(parts):
+        with h5py.File(part, "r") as f:
+            for name in STACKED:
+                if name in f:
+                    datasets.setdefault(name, []).append(f[name][()])
+            if mask is None and "mask" in f:
+                mask = f["mask"][()]
+            run = {k: v for k, v in f.attrs.items() if k not in PER_SLICE_ATTRS}
+            if i == 0:
+                attrs = run
+            why = settings_mismatch(attrs, run)
+            if why is not None:
+                raise ValueError(
+                    f"{out.name}: the slice results {Path(parts[0]).name} and "
+                    f"{Path(part).name} were made with different settings ({why})"
+                )
+            for k in PER_SLICE_ATTRS:
+                if k in f.attrs:
+                    per_slice[k].extend(json.loads(f.attrs[k]))
+    data = {k: np.concatenate(v) for k, v in datasets.items() if len(v) == len(parts)}
+    if mask is not None:
+        data["mask"] = mask
+    for k, v in per_slice.items():
+        if len(v) == len(parts):
+            attrs[k] = json.dumps(v)
+    return write_atomic_h5(out, data, attrs, compress=COMPRESSED, overwrite=overwrite)
 
 
 def read_results(path: str | Path) -> Results:
@@ -114,7 +206,14 @@ def read_results(path: str | Path) -> Results:
             raise ResultFileError(
                 f"{p}: 'reconstruction' must be real (slices, H, W), got {rec.dtype} {rec.shape}"
             )
-        for name in ("std", "lower", "upper", "std_calibrated", "reconstruction_complex"):
+        for name in (
+            "std",
+            "lower",
+            "upper",
+            "std_calibrated",
+            "reconstruction_complex",
+            "zero_filled",
+        ):
             if name in f and f[name].shape != rec.shape:
                 raise ResultFileError(
                     f"{p}: '{name}' has shape {f[name].shape}, not the reconstruction's {rec.shape}"
@@ -139,4 +238,5 @@ def read_results(path: str | Path) -> Results:
             reconstruction_complex=f["reconstruction_complex"][()]
             if "reconstruction_complex" in f
             else None,
+            zero_filled=f["zero_filled"][()] if "zero_filled" in f else None,
         )

@@ -1,6 +1,6 @@
 """MRI tooling around the forward models: masks, coil maps, preprocessing, a classical
-baseline, transforms; and ``reconstruct``, numpy k-space in, posterior summaries out
-(:func:`diffrecon.arrays.reconstruct`, imported on first use: it sits above the samplers).
+baseline, transforms. Numpy k-space in, posterior summaries out is
+:func:`diffrecon.reconstruct_kspace` (a job, above the samplers: not imported here).
 """
 
 from typing import Any
@@ -29,15 +29,16 @@ __all__ = [
     "l1_wavelet_recon",
     "poisson_disc_mask",
     "prepare_slice",
-    "reconstruct",
     "remove_readout_oversampling",
     "rss",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "reconstruct":  # lazily: diffrecon.arrays imports the pipeline, which imports us
-        from diffrecon.arrays import reconstruct
-
-        return reconstruct
+    if name == "reconstruct":  # moved up to the job layer: say where, import nothing
+        raise AttributeError(
+            "diffrecon.mri.reconstruct is now diffrecon.reconstruct_kspace (same arguments); "
+            "it returns a SliceResult whose .mean is the posterior mean of |x| and "
+            ".mean_complex the complex mean"
+        )
     raise AttributeError(f"module 'diffrecon.mri' has no attribute {name!r}")

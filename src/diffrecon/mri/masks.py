@@ -139,6 +139,12 @@ def as_mask(mask: Any, shape: tuple[int, int]) -> torch.Tensor:
     return m
 
 
+def measured_columns(kspace: np.ndarray) -> np.ndarray:
+    """``(W,)`` bool: the phase-encode columns of ``(coils, H, W)`` k-space that hold any
+    non-zero sample (unmeasured columns of an undersampled file are exact zeros)."""
+    return np.abs(np.asarray(kspace)).sum(axis=(0, 1)) > 0
+
+
 def measured_mask(kspace: np.ndarray) -> torch.Tensor:
     """The sampling of already undersampled k-space ``(coils, H, W)``: where it is non-zero,
     as columns ``(W,)`` when every row has the same pattern, else ``(H, W)``."""
@@ -146,6 +152,9 @@ def measured_mask(kspace: np.ndarray) -> torch.Tensor:
     if (m2 == m2[:1]).all():
         return torch.from_numpy(m2[0].copy())
     return torch.from_numpy(m2)
+
+
+MASK_KINDS = ("auto", "random", "equispaced", "file")  # the CLI's --mask-type, napari's
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ class MaskSpec:
     seed: int | tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("auto", "random", "equispaced", "file"):
+        if self.kind not in MASK_KINDS:
             raise ValueError(
                 f"mask type must be auto, random, equispaced or file, got {self.kind!r}"
             )
@@ -174,38 +183,44 @@ class MaskSpec:
             return self.seed
         return fastmri_seed(file_name)
 
-    def build(
+    def build(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The mask of :meth:`resolve` (same arguments), without the kind."""
+        return self.resolve(*args, **kwargs)[0]
+
+    def resolve(
         self,
         shape: tuple[int, int],
         file_mask: np.ndarray | None = None,
         padding: tuple[int, int] | None = None,
         file_name: str | None = None,
         measured: np.ndarray | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, str]:
         """Boolean mask ``(W,)`` or ``(H, W)`` for k-space of ``shape``; columns outside the
         acquired ``padding`` range are never sampled (fastMRI zero-pads them).
 
         ``kind="auto"``: a file that is already undersampled keeps its own sampling: its
         ``mask`` dataset, or else the columns it measured (``measured``: ``(W,)``, False
         where a column is exactly zero) when some acquired column is empty; a fully sampled
-        file gets the retrospective random mask."""
+        file gets the retrospective random mask. Returns ``(mask, kind applied)``, the kind
+        being ``"file (auto)"``, ``"measured (auto)"`` or ``"random (auto)"`` for ``auto``."""
         h, w = shape
         if self.kind == "auto":
             if file_mask is not None:
-                return MaskSpec(kind="file").build(shape, file_mask)
+                return MaskSpec(kind="file").build(shape, file_mask), "file (auto)"
             if measured is not None:
                 lo, hi = padding if padding is not None else (0, w)
                 cols = np.asarray(measured, dtype=bool)
                 if cols.shape == (w,) and not cols[lo:hi].all():
-                    return torch.from_numpy(cols.copy())
-            return replace(self, kind="random").build(shape, None, padding, file_name)
+                    return torch.from_numpy(cols.copy()), "measured (auto)"
+            m = replace(self, kind="random").build(shape, None, padding, file_name)
+            return m, "random (auto)"
         if self.kind == "file":
             if file_mask is None:
                 raise ValueError("--mask-type file: the file has no 'mask' dataset")
             m = torch.from_numpy(np.asarray(file_mask, dtype=bool))
             if m.shape not in ((w,), (h, w)):
                 raise ValueError(f"the file's mask {tuple(m.shape)} fits neither (W,) nor (H, W)")
-            return m
+            return m, "file"
         m = cartesian_mask(
             w,
             self.acceleration,
@@ -217,4 +232,4 @@ class MaskSpec:
             m = m.clone()
             m[: padding[0]] = False
             m[padding[1] :] = False
-        return m
+        return m, self.kind

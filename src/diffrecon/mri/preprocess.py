@@ -99,6 +99,7 @@ class PreparedSlice:
     maps_source: str = "espirit"  # how the maps were made
     calib_region: Region | None = None  # ESPIRiT's calibration rectangle (rows, cols)
     support: torch.Tensor | None = None  # (H, W) bool where the maps are; None: everywhere
+    out_size: tuple[int, int] | None = None  # the results' crop (e.g. the recon size)
 
     def data_residual(self, image: torch.Tensor) -> float | None:
         """``||y - A x|| / (noise_std sqrt(2 m))`` for an image ``(2, H, W)`` in scaled units,
@@ -115,6 +116,24 @@ class PreparedSlice:
     def mask2d(self) -> np.ndarray:
         h, w = self.y.shape[-2:]
         return self.mask.expand(h, w).numpy() if self.mask.ndim == 1 else self.mask.numpy()
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the results: ``out_size`` where it fits inside the image."""
+        h, w = self.y.shape[-2:]
+        size = self.out_size or (h, w)
+        return min(size[0], h), min(size[1], w)
+
+    def to_file(self, a: torch.Tensor) -> np.ndarray:
+        """A real image (or stack) in scaled units -> file units, cropped, float32: the one
+        way results go back to the k-space's units."""
+        return center_crop(a * self.scale, self.crop_size).numpy().astype(np.float32)
+
+    def to_file_complex(self, a: torch.Tensor) -> np.ndarray:
+        """``(..., 2, H, W)`` real/imaginary in scaled units -> complex64 in file units,
+        cropped."""
+        z = torch.complex(a[..., 0, :, :].double(), a[..., 1, :, :].double()) * self.scale
+        return center_crop(z, self.crop_size).numpy().astype(np.complex64)
 
     def zero_filled_magnitude(self) -> torch.Tensor:
         """``|A^H y|`` ``(H, W)`` float64, in the file's units."""
@@ -143,6 +162,7 @@ def prepare_slice(
     calib_width: int | None = None,
     maps: Any = None,
     calib_kspace: np.ndarray | None = None,
+    out_size: tuple[int, int] | None = None,
 ) -> PreparedSlice:
     """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
 
@@ -153,7 +173,7 @@ def prepare_slice(
     ``calib_kspace``: the same slice before the readout crop ``(coils, H_full, W)``, for a
     column mask: ESPIRiT calibrates there and its maps are centre-cropped to ``H`` (coil
     sensitivities are smooth across the whole acquired field of view, not across the crop,
-    whose edges cut them).
+    whose edges cut them); ``out_size``: the size results are cropped to.
     """
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
@@ -227,4 +247,5 @@ def prepare_slice(
         maps_source=maps_source,
         calib_region=region,
         support=None if bool(support.all()) else support,
+        out_size=None if out_size is None else (int(out_size[0]), int(out_size[1])),
     )

@@ -3,6 +3,8 @@ readout-oversampling removal."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -22,6 +24,13 @@ def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return x[..., top : top + h, left : left + w]
 
 
+def crop_target(target: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A reference image cropped to a result's ``(H, W)`` as fastMRI's ``evaluate.py`` sees
+    it (float32)."""
+    t = torch.from_numpy(np.asarray(target, dtype=np.float32))
+    return center_crop(t, tuple(shape[-2:])).numpy()
+
+
 def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
     """Crop the readout (axis -2) of k-space ``(..., H, W)`` to ``size`` in image space and
     return to k-space (the 2x readout oversampling of raw fastMRI data)."""
@@ -30,3 +39,13 @@ def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
     img = ifft2c(torch.from_numpy(kspace))
     img = center_crop(img, (size, img.shape[-1]))
     return fft2c(img).numpy().astype(np.complex64)
+
+
+def read_slice(source: Any, index: int, crop_readout: bool = True) -> np.ndarray:
+    """Slice ``index`` ``(coils, H, W)`` of a fastMRI file or array input (anything with
+    ``kspace(index)`` and ``readout_crop``), an oversampled readout cropped to the recon size
+    unless ``crop_readout`` is False."""
+    k = source.kspace(index)
+    if crop_readout and source.readout_crop is not None:
+        k = remove_readout_oversampling(k, source.readout_crop)
+    return k

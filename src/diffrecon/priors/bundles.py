@@ -183,19 +183,20 @@ def build_network(config: dict[str, Any]) -> torch.nn.Module:
 
 def save_bundle(path: str | Path, net: torch.nn.Module, config: dict[str, Any]) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into the folder ``path`` (atomically
-    per file: a temporary name renamed at the end)."""
+    per file, through :mod:`diffrecon.io.atomic`: the weights first, then the config that
+    names their checksum)."""
     from safetensors.torch import save_file
+
+    from diffrecon.io.atomic import atomic_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path / "model.safetensors.tmp"
-    save_file(state, str(tmp))
-    cfg = {"format": FORMAT, **config, "weights_sha256": _sha256(tmp)}
-    tmp.replace(path / "model.safetensors")
-    tmpc = path / "config.json.tmp"
-    tmpc.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    tmpc.replace(path / "config.json")
+    with atomic_file(path / "model.safetensors", overwrite=True) as tmp:
+        save_file(state, str(tmp))
+        cfg = {"format": FORMAT, **config, "weights_sha256": _sha256(tmp)}
+    with atomic_file(path / "config.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return path
 
 

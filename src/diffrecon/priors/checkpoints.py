@@ -19,6 +19,7 @@ shipped names, bundle folders, checkpoint files and diffusers folders.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -303,3 +304,26 @@ def open_prior(
     if options:
         raise PriorLoadError(f"prior options {sorted(options)} apply to checkpoint files only")
     return load(spec, device=device)
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """What changes when a prior's files change (modification times and sizes)."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path] if path.exists() else []
+    return tuple(v for f in files if f.is_file() for v in (f.stat().st_mtime_ns, f.stat().st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared(spec: str, format: str, device: str, options: str, stamp: tuple) -> Any:
+    return open_prior(spec, format, device=device, **json.loads(options))
+
+
+def shared_prior(
+    spec: Any, format: str = "auto", device: str = "cpu", options: dict[str, Any] | None = None
+) -> Any:
+    """:func:`open_prior`, loaded once per process for the same name, format, device,
+    options and files (the policy every job, the batch workers, calibration and napari
+    share: a volume's slices and a batch's files do not load the network again)."""
+    if not isinstance(spec, str | Path):
+        return open_prior(spec, format, device=device, **(options or {}))
+    text = json.dumps(options or {}, sort_keys=True, default=str)
+    return _shared(str(spec), format, str(device), text, _stamp(Path(spec)))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from diffrecon._version import __version__
+from diffrecon.io.atomic import atomic_file
 from diffrecon.priors.bundles import load as load_bundle
 from diffrecon.priors.bundles import save_bundle
 from diffrecon.priors.learned import key_mismatch
@@ -152,9 +153,8 @@ def train_prior(
         }
         if data_state is not None:
             state["data_rng"] = data_state()
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, str(tmp))
-        tmp.replace(ckpt_path)
+        with atomic_file(ckpt_path, overwrite=True) as tmp:
+            torch.save(state, str(tmp))
         training = {
             **config.get("training", {}),
             "steps_done": step,

@@ -360,6 +360,12 @@ def resolve(name: str, **overrides: Any) -> Preset:
     )
 
 
+def steps_overrides(steps: int | None) -> dict[str, Any]:
+    """The override a ``--steps`` value makes: none for ``None`` (the preset's schedule),
+    else the number of noise levels (checked by :func:`resolve`)."""
+    return {} if steps is None else {"steps": steps}
+
+
 def as_preset(sampler: str | Preset, overrides: Mapping[str, Any]) -> Preset:
     """A name (resolved with ``overrides``) or an already resolved :class:`Preset`."""
     if isinstance(sampler, Preset):
