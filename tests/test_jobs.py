@@ -279,3 +279,41 @@ def test_a_prior_is_loaded_once_per_process_and_again_when_its_files_change(
     st = cfg.stat()
     os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert shared_prior(b) is not first
+
+
+def test_the_guard_catches_a_prior_that_does_not_fit_and_the_fallback_wins(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    """The tiny test prior knows nothing of the file (its posterior mean is far below
+    zero-filled): the hold-out sees it, the warning names the slice and both scores, the
+    hybrid finish is returned and beats the raw posterior on the truth; --finish raw keeps
+    the raw draws (scored all the same), --no-holdout is the run before the check."""
+    from diffrecon.cli import main
+
+    auto = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3).validate().run_slice(1)
+    raw = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw")
+    raw = raw.validate().run_slice(1)
+    off = _job(tiny_kspace_file, tiny_bundle, holdout=False).validate().run_slice(1)
+    check = auto.provenance.validation
+    assert check.guard and check.mu is not None and check.score_finish < check.score_posterior
+    assert check.score_posterior > 1.25 * check.score_l1 and 0 < check.share < 0.5
+    assert auto.metrics["psnr"] > off.metrics["psnr"] + 3
+    assert raw.provenance.validation.guard and raw.provenance.validation.mu is None
+    np.testing.assert_array_equal(raw.mean, off.mean)  # the check does not touch the draws
+    assert off.provenance.validation is None
+    # recorded per slice in the result file
+    job = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3)
+    write_results(tmp_path / "r.h5", job.volume([auto]))
+    attrs = read_results(tmp_path / "r.h5").attrs
+    import json
+
+    assert json.loads(attrs["holdout_guard"]) == [True]
+    assert json.loads(attrs["holdout_score_l1"]) == [check.score_l1]
+    assert read_results(tmp_path / "r.h5").record.finish == "auto"
+    # the CLI warns, naming the slice and both scores
+    args = ["reconstruct", str(tiny_kspace_file), "-o", str(tmp_path / "o"), "--prior"]
+    run = ["--slices", "1", "--steps", "2", "--draws", "2", "--quiet", "--holdout-fraction", "0.3"]
+    assert main([*args, str(tiny_bundle), "--sampler", "daps-fast", *run]) == 0
+    err = capsys.readouterr().err
+    assert "tiny.h5 slice 1: the posterior mean predicts held-out k-space worse" in err
+    assert f"{check.score_l1:.2f}" in err or "self-tuned" in err

@@ -81,7 +81,7 @@ def interval_tag(level: float | None, calibrated: bool) -> str:
 
 def summary_text(result: SliceResult) -> str:
     """The widget's text panel: draws, time, the intervals' status, PSNR/SSIM when the file
-    holds a target."""
+    holds a target, the hold-out check and its warning."""
     m = result.metrics
     lines = [f"{result.draws_done} draws in {result.seconds:.1f} s"]
     if result.lower is not None:
@@ -92,6 +92,11 @@ def summary_text(result: SliceResult) -> str:
     if m:
         lines.append(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}")
         lines.append(f"zero-filled: {m['psnr_zero_filled']:.2f} dB, {m['ssim_zero_filled']:.3f}")
+    check = None if result.provenance is None else result.provenance.validation
+    if check is not None:
+        lines.append(check.describe())
+        if check.warning() is not None:
+            lines.append(f"WARNING: {check.warning()}")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ class Request:
     seed: int = 0
     device: str = "cpu"
     keep_draws: bool = False
+    finish: str = "auto"  # the hold-out check's finish, as the CLI's --finish
     intervals: bool = False  # 90% interval layers (always with a calibration)
     calibration: str = ""  # a calibration.json from `diffrecon calibrate`, or "" for none
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +88,7 @@ class Request:
             draws=self.draws,
             seed=self.seed,
             keep_draws=self.keep_draws,
+            finish=self.finish,
             device=self.device,
             batch_size=self.batch_size,
             calibration=calibration,

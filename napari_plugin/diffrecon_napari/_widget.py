@@ -14,6 +14,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from diffrecon.mri.masks import MASK_KINDS
+from diffrecon.mri.validation import FINISHES
 from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
 from diffrecon_napari import _run
 from diffrecon_napari._layers import META, summary_text
@@ -50,6 +51,9 @@ class ReconstructWidget(QWidget):
         self.batch = widgets.SpinBox(label="draws per update", min=1, max=256, value=2)
         self.seed = widgets.SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.device = widgets.ComboBox(label="device", choices=_devices())
+        self.finish = widgets.ComboBox(
+            label="finish (hold-out check)", choices=list(FINISHES), value="auto"
+        )
         self.keep = widgets.CheckBox(label="keep draws", value=False)
         self.all_slices = widgets.CheckBox(label="all slices (follow the slider)", value=False)
         self.intervals = widgets.CheckBox(label="90% interval layers", value=False)
@@ -77,6 +81,7 @@ class ReconstructWidget(QWidget):
                 self.batch,
                 self.seed,
                 self.device,
+                self.finish,
                 self.keep,
                 self.all_slices,
                 self.intervals,
@@ -126,6 +131,7 @@ class ReconstructWidget(QWidget):
             seed=self.seed.value,
             device=self.device.value,
             keep_draws=self.keep.value,
+            finish=self.finish.value,
             all_slices=self.all_slices.value,
             intervals=self.intervals.value,
             calibration=_path_or_empty(self.calibration.value),

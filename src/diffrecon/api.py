@@ -225,6 +225,16 @@ def reconstruct(
     return _summary(stats, mag_stats, kept, record, t0)
 
 
+def posterior_from_draws(draws: torch.Tensor, record: SamplerRecord | None) -> Posterior:
+    """The :class:`Posterior` summaries of given draws ``(n, C, H, W)`` (e.g. draws changed
+    by a finishing step after sampling), with the record of how they were made."""
+    stats, mag = Welford(), Welford()
+    stats.update(draws)
+    if draws.shape[1] == 2:
+        mag.update(magnitude(draws))
+    return _summary(stats, mag, [draws.cpu()], record, time.perf_counter())
+
+
 def _summary(
     stats: Welford, mag: Welford, kept: list[torch.Tensor], record: SamplerRecord, t0: float
 ) -> Posterior:

@@ -35,6 +35,8 @@ from diffrecon._version import __version__
 from diffrecon.io.atomic import atomic_file, refuse_overwriting_inputs
 from diffrecon.io.results import merge_parts
 
+HOLDOUT_SCORES = ("holdout_score_posterior", "holdout_score_l1", "holdout_score_finish")
+
 
 def collect_inputs(items: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders searched recursively for ``*.h5`` (sorted), and ``.txt``
@@ -97,6 +99,7 @@ def run_slice_task(
         "psnr": res.metrics.get("psnr"),
         "ssim": res.metrics.get("ssim"),
         "data_residual": res.data_residual,
+        "holdout": None if res.provenance is None else res.provenance.validation,
     }
 
 
@@ -398,10 +401,14 @@ def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> d
     shutil.rmtree(plan.parts, ignore_errors=True)
     row["status"] = "done"
     with h5py.File(plan.output, "r") as f:
-        for key in ("noise_std_estimate", "data_residual"):
+        medians = ("noise_std_estimate", "data_residual", *HOLDOUT_SCORES)
+        for key in (*medians, "holdout_guard"):
             if key in f.attrs:
                 vals = [v for v in json.loads(f.attrs[key]) if v is not None]
-                row[key] = float(np.median(vals)) if vals else None
+                if key == "holdout_guard":  # how many slices the guard replaced or warned
+                    row["holdout_guarded"] = int(sum(vals))
+                else:
+                    row[key] = float(np.median(vals)) if vals else None
         recon = f["reconstruction"][()]
         zero = f["zero_filled"][()] if "zero_filled" in f else None
     # fastMRI evaluate.py's per-volume metrics over the slices reconstructed

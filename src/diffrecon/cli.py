@@ -8,7 +8,6 @@ line before any work starts, and nothing is written.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any
 
 from diffrecon.io.atomic import check_writable_folder, refuse_overwriting_inputs
 from diffrecon.io.fastmri import MAX_PIXELS
+from diffrecon.mri.holdout import DEFAULT_FRACTION
 from diffrecon.mri.masks import MASK_KINDS
+from diffrecon.mri.validation import FINISHES
 from diffrecon.priors.bundles import available
 from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
@@ -297,6 +298,21 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep a 2x oversampled readout instead of cropping to the recon size",
     )
+    p.add_argument(
+        "--finish",
+        choices=list(FINISHES),
+        default="auto",
+        help="auto: a posterior that predicts held-out k-space clearly worse than a self-tuned "
+        "L1-wavelet image is replaced by the hybrid finish (warned); holdout: the hold-out "
+        "always chooses raw or hybrid; raw: the raw posterior (still checked)",
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=DEFAULT_FRACTION,
+        help="share of the measured lines outside the ACS held out to check each slice",
+    )
+    p.add_argument("--no-holdout", action="store_true", help="skip the hold-out check")
 
 
 def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
@@ -318,6 +334,9 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         device=args.device,
         batch_size=args.batch_size,
         crop_readout=not args.no_crop_readout,
+        holdout=not args.no_holdout,
+        holdout_fraction=args.holdout_fraction,
+        finish=args.finish,
         max_pixels=args.max_pixels,
         command="diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
         **extra,
@@ -390,6 +409,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         client = Client(args.scheduler)
     bars: dict[str, Any] = {}
     far: dict[str, list[int]] = {}
+    checks: dict[str, list[Any]] = {}
 
     def start(n: int, dashboard: str | None) -> None:
         if warning is not None:
@@ -413,6 +433,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
         fit = (figures or {}).get("data_residual")
         if fit is not None and not RESIDUAL_OK[0] <= fit <= RESIDUAL_OK[1]:
             far.setdefault(name, []).append(idx)
+        check = (figures or {}).get("holdout")
+        if check is not None and check.guard:
+            checks.setdefault(name, []).append((idx, check))
         for key in ("steps", "slices"):
             if key == "steps" and key in bars:
                 bars.pop(key).close()
@@ -451,6 +474,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         else:
             bad += 1
             print(f"diffrecon: {name}: {row['status']}: {row['error']}", file=sys.stderr)
+        for idx, check in checks.get(name, []):
+            print(f"diffrecon: warning: {name} slice {idx}: {check.warning()}", file=sys.stderr)
         if far.get(name):
             print(
                 f"diffrecon: warning: {name} slices {sorted(far[name])}: the posterior mean's "
@@ -473,6 +498,11 @@ def _summary_line(name: str, row: dict[str, Any]) -> str:
             msg += f" (zero-filled {zf})"
     if row.get("data_residual") is not None:
         msg += f", data residual {row['data_residual']:.2f} (1: fits to the noise)"
+    if row.get("holdout_score_posterior") is not None:
+        msg += (
+            f", hold-out {row['holdout_score_posterior']:.2f} vs self-tuned L1 "
+            f"{row['holdout_score_l1']:.2f}"
+        )
     return f"{msg} -> {row['output']}"
 
 
@@ -559,52 +589,11 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _train_prior(args: argparse.Namespace) -> None:
-    from diffrecon.data.sources import training_source
-    from diffrecon.priors.train import train_prior
+    from diffrecon.training_run import train_from_options
 
-    source, dataset = training_source(args.data, args.patch, args.seed, args.synth_fraction)
-    channels = list(args.channels)
-    arch = {
-        "channels": channels,
-        "attention_levels": [False] * len(channels),
-        "norm_num_groups": math.gcd(32, *channels),
-    }
-    summary = train_prior(
-        args.out,
-        source.batch,
-        steps=args.steps,
-        batch_size=args.batch,
-        lr=args.lr,
-        ema_decay=args.ema,
-        arch=arch,
-        seed=args.seed,
-        device=args.device,
-        minutes=args.minutes,
-        progress=not args.quiet,
-        data_state=source.get_state,
-        set_data_state=source.set_state,
-        init=args.init,
-        bundle_config={
-            "name": args.name or args.out.name,
-            "data": {
-                "channels": 2,
-                "complex": True,
-                "range": "real/imag in about [-1, 1]",
-                "scaling": "magnitude 99.5th percentile = 1",
-                **dataset,
-            },
-            "training": {
-                "command": "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
-                "patch": args.patch,
-                "batch": args.batch,
-                "lr": args.lr,
-                "ema": args.ema,
-                "seed": args.seed,
-                "device": args.device,
-                "init": args.init,
-            },
-        },
-    )
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "out", "quiet")}
+    command = "diffrecon " + " ".join(map(shlex.quote, sys.argv[1:]))
+    summary = train_from_options(args.out, command=command, progress=not args.quiet, **options)
     print(
         f"trained {summary['steps']} steps, loss {summary['loss']:.4f}, "
         f"{summary['seconds'] / 60:.1f} min -> {args.out}"

@@ -28,13 +28,15 @@ import torch
 
 from diffrecon import metrics
 from diffrecon._version import __version__
-from diffrecon.api import Posterior, reconstruct
+from diffrecon.api import Posterior, posterior_from_draws, reconstruct
 from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
+from diffrecon.mri.holdout import DEFAULT_FRACTION, holdout_split
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
 from diffrecon.mri.transforms import crop_target, read_slice, remove_readout_oversampling
+from diffrecon.mri.validation import FINISHES, Validation, hybrid_draws, validate
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
@@ -83,6 +85,13 @@ class ReconstructionJob:
     ``interval_level``: central intervals written beside mean and std (from the draws'
     quantiles, or from ``calibration``, a conformal calibration that must fit the run; with
     one, the level is the calibration's: see :attr:`interval_level_used`).
+    ``holdout``: validate every slice on held-out k-space (``holdout_fraction`` of the
+    measured lines outside the ACS, :mod:`diffrecon.mri.holdout`): a short posterior run
+    on the fit samples and a self-tuned L1-wavelet image are scored on the held-out ones
+    (:mod:`diffrecon.mri.validation`), recorded per slice. ``finish="auto"``: a posterior
+    that predicts the held-out samples clearly worse than the L1 image is replaced by the
+    best hybrid finishing step (the guard); ``"holdout"``: the hold-out always chooses
+    between the raw posterior and its hybrids; ``"raw"``: the raw posterior (still scored).
     ``command``: the command line that asked for the job, recorded in the results.
     """
 
@@ -108,6 +117,9 @@ class ReconstructionJob:
     command: str | None = None
     max_pixels: int = MAX_PIXELS
     steps: int | None = None
+    holdout: bool = True
+    holdout_fraction: float = DEFAULT_FRACTION
+    finish: str = "auto"
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -218,6 +230,10 @@ class ReconstructionJob:
         # multicoil SENSE: linear, no A A^H = c I; noisy unless both noise and floor are 0
         noisy = not (self.noise_std == 0 and self.preset.noise_floor == 0)
         self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy, exact_pinv=False)
+        if self.finish not in FINISHES:
+            raise ValueError(f"--finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError(f"--holdout-fraction must lie in (0, 1), got {self.holdout_fraction}")
         level = self.interval_level
         if level is not None and not 0 < level < 1:
             raise ValueError(f"--interval-level must lie in (0, 1), got {level}")
@@ -307,10 +323,14 @@ class ReconstructionJob:
         # level would make the likelihood (and DAPS's Langevin step) needlessly sharp
         tau = max(prepared.noise_std, self.preset.noise_floor)
 
+        validation: Validation | None = None
+
         def summary(post: Posterior, final: bool) -> SliceResult:
-            return self._summarise(prepared, post, final, tau, t0)
+            return self._summarise(prepared, post, final, tau, t0, validation)
 
         try:
+            validation = self.validate_slice(prepared, tau, on_step)
+            hybrid = validation is not None and validation.mu is not None
             post = reconstruct(
                 prepared.y,
                 prepared.operator,
@@ -321,11 +341,16 @@ class ReconstructionJob:
                 seed=self.seed,
                 device=self.device,
                 batch_size=self.batch_size,
-                keep_draws=keep or (level is not None and self.calibration is None),
+                keep_draws=keep or hybrid or (level is not None and self.calibration is None),
                 callback=on_step,
                 on_batch=None if on_batch is None else (lambda p: on_batch(summary(p, False))),
                 support=prepared.support,
             )
+            if hybrid:  # every draw finished alike, so their spread survives
+                assert validation is not None and post.draws is not None
+                lam, mu = validation.l1_lambda, float(validation.mu)
+                finished = hybrid_draws(prepared, post.draws, lam, mu)
+                post = posterior_from_draws(finished, post.record)
             result = summary(post, True)
         except NonFiniteStdError as err:
             raise NonFiniteStdError(f"{self.input.path.name} slice {index}: {err}") from err
@@ -342,8 +367,47 @@ class ReconstructionJob:
             }
         return result
 
+    def validate_slice(
+        self,
+        prepared: PreparedSlice,
+        tau: float,
+        on_step: Callable[[StepState], None] | None = None,
+    ) -> Validation | None:
+        """The hold-out check of one prepared slice (None when it is off, without a noise
+        level, or when too few lines can be held out): draws from the fit samples only
+        (a quarter of the run's, 2 to 4: two at least, so the score can be corrected to the
+        run's draw count), scored against the self-tuned L1 and, where needed, the hybrids."""
+        if not self.holdout or not prepared.noise_std > 0:
+            return None
+        split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
+        if split is None:
+            return None
+        fit = split.restrict(prepared)
+        post = reconstruct(
+            fit.y,
+            fit.operator,
+            self.load_prior(),
+            sampler=self.preset,
+            draws=min(4, max(2, self.draws // 4)),
+            noise_std=tau,
+            seed=(self.seed + 1) % 2**63,  # not the final run's first draws
+            device=self.device,
+            batch_size=self.batch_size,
+            keep_draws=True,
+            callback=on_step,
+            support=fit.support,
+        )
+        assert post.draws is not None
+        return validate(prepared, split, fit, post.draws, self.draws, self.finish)
+
     def _summarise(
-        self, prepared: PreparedSlice, post: Posterior, final: bool, tau: float, t0: float
+        self,
+        prepared: PreparedSlice,
+        post: Posterior,
+        final: bool,
+        tau: float,
+        t0: float,
+        validation: Validation | None = None,
     ) -> SliceResult:
         """Summaries in file units, cropped (partial ones skip quantiles and intervals)."""
         to_file, to_complex = prepared.to_file, prepared.to_file_complex
@@ -378,6 +442,7 @@ class ReconstructionJob:
                 noise_std_estimate=prepared.noise_std * prepared.scale,
                 noise_std_used=tau,
                 data_residual=prepared.data_residual(post.mean.float()) if final else None,
+                validation=validation if final else None,
             ),
             zero_filled=to_file(magnitude(prepared.zero_filled[None])[0].double()),
             draws=to_file(magnitude(post.draws).double()) if keep else None,
@@ -454,6 +519,8 @@ class ReconstructionJob:
             calibration_lambda=None if self.calibration is None else self.calibration.lam,
             # relative Monte-Carlo error of a std from `draws` draws (Gaussian: 1/sqrt(2(n-1)))
             std_relative_mc_error=std_mc_error(self.draws),
+            holdout_fraction=self.holdout_fraction if self.holdout else None,
+            finish=self.finish,
             command=self.command,
         )
 

@@ -26,6 +26,7 @@ _CALIBRATION_FIELDS = {
     "mask_type": "mask_type_requested",
     "draws": "draws",
     "diffrecon_version": "version",
+    "finish": "finish",
 }
 
 
@@ -60,6 +61,8 @@ class RunRecord:
     calibrated: bool = False
     calibration_lambda: float | None = None
     std_relative_mc_error: float | None = None  # of a std from `draws` draws (Gaussian)
+    holdout_fraction: float | None = None  # k-space held out to validate; None: no check
+    finish: str | None = None  # "auto": the hold-out chooses raw or hybrid; "raw"
     command: str | None = None
 
     def as_attrs(self) -> dict[str, Any]:
@@ -109,10 +112,29 @@ class SliceProvenance:
     noise_std_used: float  # the likelihood's level after the preset's floor, scaled units
     data_residual: float | None = None  # ||y - A mean|| / (noise std sqrt(measured reals))
     maps_used: np.ndarray | None = None  # (coils, H, W) complex64, as the operator used them
+    # diffrecon.mri.validation.Validation: what the hold-out measured and chose (or None)
+    validation: Any = None
 
 
+# what the hold-out records per slice (diffrecon.mri.validation.Validation, field by field)
+HOLDOUT_ATTRS = (
+    "holdout_share",
+    "holdout_score_posterior",
+    "holdout_score_l1",
+    "holdout_score_finish",
+    "holdout_l1_lambda",
+    "holdout_mu",
+    "holdout_guard",
+    "holdout_seconds",
+)
 # per-slice provenance recorded in result files (a list over the file's slices each)
-PER_SLICE_ATTRS = ("noise_std_estimate", "noise_std_used", "data_residual", "intensity_scale")
+PER_SLICE_ATTRS = (
+    "noise_std_estimate",
+    "noise_std_used",
+    "data_residual",
+    "intensity_scale",
+    *HOLDOUT_ATTRS,
+)
 
 
 @dataclass
@@ -193,5 +215,10 @@ def volume_attrs(record: RunRecord, slices: list[SliceResult]) -> dict[str, Any]
     prov = [s.provenance for s in slices if s.provenance is not None]
     out = record.as_attrs()
     for name in PER_SLICE_ATTRS:
-        out[name] = [getattr(p, name) for p in prov] or None
+        if name in HOLDOUT_ATTRS:
+            checked = [p.validation.as_attrs() for p in prov if p.validation is not None]
+            vals = [c[name] for c in checked] if len(checked) == len(prov) else []
+        else:
+            vals = [getattr(p, name) for p in prov]
+        out[name] = vals or None
     return out
