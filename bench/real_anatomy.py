@@ -350,6 +350,11 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix for the method names (a variant run)")
     ap.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     ap.add_argument(
+        "--holdout-finish",
+        action="store_true",
+        help="also daps-mri with --finish holdout (the hold-out chooses raw or hybrid)",
+    )
+    ap.add_argument(
         "--guarded",
         action="store_true",
         help="also the rows of issue 29: L1 with lambda from held-out k-space (l1-holdout) and "
@@ -416,6 +421,18 @@ def main() -> None:
                     prepared, target, prior, "daps-mri", args.draws, ci, holdout=True
                 )
                 record(base | {"method": "daps-mri-guarded"} | row)
+            if args.holdout_finish and (case, "daps-mri-holdout-finish") not in cache:
+                row, _ = preset_row(
+                    prepared,
+                    target,
+                    prior,
+                    "daps-mri",
+                    args.draws,
+                    ci,
+                    finish="holdout",
+                    holdout=True,
+                )
+                record(base | {"method": "daps-mri-holdout-finish"} | row)
             for preset in args.presets:
                 method = preset + args.tag
                 if (case, method) in cache:

@@ -54,6 +54,10 @@ def test_a_2d_mask_holds_out_points_outside_its_calibration_square():
     assert held.shape == (48, 40) and held.sum() > 10
     assert not held[24 - 6 : 24 + 6, 20 - 6 : 20 + 6].any()
     assert np.array_equal(split.fit.numpy() | held, mask.numpy())
+    # a mask whose centre is not sampled has no ACS to keep: every point may be held out
+    hollow = mask.clone()
+    hollow[24, 20] = False
+    assert holdout_split(hollow, seed=1) is not None
 
 
 def _noisy_slice(sigma: float, seed: int = 0, size=(64, 96), coils=6):

@@ -85,9 +85,12 @@ def holdout_split(
         acs = _acs_columns(np.broadcast_to(m, (max(16, m.size), m.size)))
         outer = np.flatnonzero(m & ~acs)
     else:
-        rows, cols = calibration_region(m, min_size=1) if m.any() else (slice(0), slice(0))
         inside = np.zeros_like(m)
-        inside[rows, cols] = True
+        try:
+            rows, cols = calibration_region(m, min_size=1)
+            inside[rows, cols] = True
+        except ValueError:  # the centre is not sampled: no ACS to keep
+            pass
         outer = np.flatnonzero(m & ~inside)
     if outer.size < MIN_OUTER:
         return None

@@ -59,7 +59,7 @@ class Validation:
     l1_lambda: float  # the L1 weight chosen (relative to max |A^H y|)
     mu: float | None  # the hybrid's pull chosen; None: the raw posterior
     guard: bool  # the raw posterior lost to the self-tuned L1 beyond the margin
-    seconds: float
+    seconds: float  # what the check cost (the job counts its fit-sample draws in)
 
     def as_attrs(self) -> dict[str, Any]:
         """Per-slice provenance, every name carrying ``holdout``."""
