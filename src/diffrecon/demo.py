@@ -78,6 +78,11 @@ def run_demo(
             f"{name:<22} PSNR {scores[name]['psnr']:6.2f} dB  SSIM {scores[name]['ssim']:.4f}"
             f"  ({secs:.1f} s)"
         )
+    check = res.provenance.validation if res.provenance is not None else None
+    if check is not None:  # the hold-out check of the run (docs/validation.md)
+        print(f"{check.describe()} ({check.seconds:.1f} s of the DAPS time)")
+        if check.warning() is not None:
+            print(f"warning: {check.warning()}")
     _figure(out_dir / "demo.png", tgt, res.zero_filled, l1_mag, res.mean, res.std)
     print(f"wrote {out_h5} and {out_dir / 'demo.png'}")
     return scores
