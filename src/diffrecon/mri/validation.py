@@ -86,12 +86,23 @@ class Validation:
         )
 
 
+def lipschitz(prepared: PreparedSlice) -> float:
+    """``||A||^2`` of ``prepared``'s operator, with a 2% safety margin: FISTA's step."""
+    return 1.02 * prepared.operator.normal_norm(prepared.zero_filled[None], iters=15)
+
+
 def hybrid_draws(
-    prepared: PreparedSlice, draws: torch.Tensor, lam: float, mu: float, iters: int = FINISH_ITERS
+    prepared: PreparedSlice,
+    draws: torch.Tensor,
+    lam: float,
+    mu: float,
+    iters: int = FINISH_ITERS,
+    norm: float | None = None,
 ) -> torch.Tensor:
     """Every draw ``(n, 2, H, W)`` pulled toward data consistency and wavelet sparsity:
     ``argmin 1/2 ||A x - y||^2 + lam ||W x||_1 + mu/2 ||x - draw||^2`` (``prepared``'s
-    operator and data; ``mu = 0``: the L1 solution started from each draw)."""
+    operator and data; ``mu = 0``: the L1 solution started from each draw); ``norm``: its
+    :func:`lipschitz` when the caller has it."""
     return l1_wavelet_fista(
         prepared.operator,
         prepared.y,
@@ -100,16 +111,17 @@ def hybrid_draws(
         mu=mu,
         iters=iters,
         support=prepared.support,
-        lipschitz=1.02 * prepared.operator.normal_norm(draws, iters=15),
+        lipschitz=lipschitz(prepared) if norm is None else norm,
     )
 
 
 def tune_l1(
-    prepared: PreparedSlice, split: HoldoutSplit, fit: PreparedSlice
+    prepared: PreparedSlice, split: HoldoutSplit, fit: PreparedSlice, norm: float | None = None
 ) -> tuple[float, float]:
     """``(lam, score)``: the L1 weight of :data:`L1_GRID` whose reconstruction from the fit
-    samples predicts the held-out ones best (warm-started from the previous weight)."""
-    norm = 1.02 * fit.operator.normal_norm(fit.zero_filled[None], iters=15)
+    samples predicts the held-out ones best (warm-started from the previous weight);
+    ``norm``: the fit operator's :func:`lipschitz` when the caller has it."""
+    norm = lipschitz(fit) if norm is None else norm
     best, x = None, None
     for lam in L1_GRID:
         x = l1_wavelet_fista(
@@ -146,13 +158,16 @@ def validate(
     if finish not in FINISHES:
         raise ValueError(f"finish must be one of {FINISHES}, got {finish!r}")
     t0 = time.perf_counter()
-    lam, score_l1 = tune_l1(prepared, split, fit)
+    norm = lipschitz(fit)  # one power iteration for the grid and every hybrid
+    lam, score_l1 = tune_l1(prepared, split, fit, norm)
     score_raw = holdout_score(prepared, split, draws_fit, n_final)
     guard = score_raw > score_l1 * (1 + GUARD_MARGIN)
     mu, score = None, score_raw
     if finish == "holdout" or (guard and finish == "auto"):
         scores = {
-            m: holdout_score(prepared, split, hybrid_draws(fit, draws_fit, lam, m), n_final)
+            m: holdout_score(
+                prepared, split, hybrid_draws(fit, draws_fit, lam, m, norm=norm), n_final
+            )
             for m in MU_GRID
         }
         best = min(scores, key=scores.get)  # the larger mu on a tie (listed first)
