@@ -10,6 +10,12 @@ Cases are real MR images that are available offline, re-simulated as multicoil k
   (``MR2_UNCR.dcm``, MIT), 1024x1024 averaged down to 256x256.
 - ``abdomen``: a real contrast-enhanced abdominal MR image shipped in ``pydicom-data``
   (``MR-SIEMENS-DICOM-WithOverlays.dcm``, MIT), 484x484 resampled to 256x256.
+- ``head-axial``, ``head-sagittal``: whole-head slices of the MNI T1 template (skull and
+  scalp kept; the axial one from the slab the shipped prior never saw) cropped so the head
+  fills the phase-encode field of view edge to edge, 192 columns: 8 ACS lines at 8x. Where
+  objects fill the phase field of view, one set of ESPIRiT maps is wrong at the edges.
+- ``brain-far-coils``: the dipy brain with 12 coils on a ring four times the field of view,
+  so their maps are almost collinear (little parallel-imaging information).
 
 The magnitude images get a smooth random phase and are multiplied by coil sets of 8 to 20
 coils (birdcage rings with random radius, smooth random per-coil perturbations, normalised to
@@ -52,11 +58,12 @@ from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.baseline import l1_wavelet_baseline
 from diffrecon.mri.coils import espirit_maps
 from diffrecon.mri.holdout import holdout_split
+from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import cartesian_mask
 from diffrecon.mri.preprocess import estimate_noise_std, prepare_slice
 from diffrecon.mri.sparsity import l1_wavelet_fista
 from diffrecon.mri.transforms import rss
-from diffrecon.mri.validation import L1_GRID, tune_l1
+from diffrecon.mri.validation import L1_GRID
 from diffrecon.operators.fft import fft2c, ifft2c
 from diffrecon.priors import load
 
@@ -64,7 +71,17 @@ RESULTS = Path("bench/results")
 IMG = Path("docs/img")
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ACCELERATIONS = ((4, 0.08), (8, 0.04))
-CASES = ("brain-sigpy", "brain-dipy", "shoulder", "abdomen")  # order fixes each case's seed
+# order fixes each case's seed
+CASES = (
+    "brain-sigpy",
+    "brain-dipy",
+    "shoulder",
+    "abdomen",
+    "head-axial",
+    "head-sagittal",
+    "brain-far-coils",
+)
+HEAD_WIDTH = 192  # phase-encode columns of the whole-head cases: 8 ACS lines at 8x (0.04)
 DEFAULT_PRESETS = ("daps-mri", "daps-fast", "pigdm-20", "zaps-20", "stsl-20")
 L1_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 BART_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -94,26 +111,48 @@ def _dicom(name: str) -> np.ndarray:
     return pydicom.dcmread(_package_file("data_store", "data", name)).pixel_array.astype(float)
 
 
+def whole_head(orientation: str, index: int) -> np.ndarray:
+    """A whole-head MNI T1 slice (skull and scalp kept) cropped so the head fills the
+    phase-encode (last) axis edge to edge, resized to :data:`HEAD_WIDTH` columns."""
+    from scipy.ndimage import zoom
+
+    from diffrecon.data.mni import get_slice
+
+    mag = get_slice("t1", orientation, index)
+    cols = np.flatnonzero((mag > 0.05).any(0))
+    rows = np.flatnonzero((mag > 0.05).any(1))
+    mag = mag[max(rows[0] - 4, 0) : rows[-1] + 5, cols[0] : cols[-1] + 1]
+    return zoom(mag, HEAD_WIDTH / mag.shape[1], order=1)
+
+
 def magnitude_source(name: str) -> np.ndarray:
-    if name == "brain-dipy":
+    if name in ("brain-dipy", "brain-far-coils"):
         img = np.load(_package_file("dipy", "data", "files", "t1_coronal_slice.npy"))
     elif name == "shoulder":
         img = _resize(_dicom("MR2_UNCR.dcm"), 256)
     elif name == "abdomen":
         img = _resize(_dicom("MR-SIEMENS-DICOM-WithOverlays.dcm"), 256)
+    elif name == "head-axial":
+        img = whole_head("axial", 104)  # in mni.HELDOUT_Z: never trained on
+    elif name == "head-sagittal":
+        img = whole_head("sagittal", 98)
     else:
         raise ValueError(name)
     img = np.clip(img, 0, None)
     return img / np.percentile(img, 99.5)
 
 
-def coil_set(coils: int, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Birdcage rings (two rings when more than 8 coils) with a random radius, each coil
-    multiplied by a smooth random complex perturbation; unit sum of squares per pixel."""
+def coil_set(
+    coils: int, shape: tuple[int, int], rng: np.random.Generator, radius: float | None = None
+) -> np.ndarray:
+    """Birdcage rings (two rings when more than 8 coils) with a random radius (or
+    ``radius``), each coil multiplied by a smooth random complex perturbation; unit sum of
+    squares per pixel."""
     import sigpy.mri
 
     per_ring = coils if coils <= 8 else coils // 2
-    maps = sigpy.mri.birdcage_maps((coils, *shape), r=rng.uniform(1.1, 1.5), nzz=per_ring)
+    r = rng.uniform(1.1, 1.5) if radius is None else radius
+    maps = sigpy.mri.birdcage_maps((coils, *shape), r=r, nzz=per_ring)
     for c in range(coils):
         amp = np.exp(0.3 * smooth_phase(shape, rng, strength=1.0))
         maps[c] *= amp * np.exp(1j * smooth_phase(shape, rng, strength=0.5))
@@ -138,8 +177,9 @@ def make_case(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     else:
         mag = magnitude_source(name)
         img = mag * np.exp(1j * smooth_phase(mag.shape, rng))
-        coils = {"brain-dipy": 12, "shoulder": 16, "abdomen": 20}[name]
-        maps = coil_set(coils, mag.shape, rng)
+        coils = {"shoulder": 16, "abdomen": 20}.get(name, 12)
+        # far coils: a ring 4x the field of view, their maps almost collinear
+        maps = coil_set(coils, mag.shape, rng, 4.0 if name == "brain-far-coils" else None)
         sigma = 0.01 * float(np.percentile(np.abs(img), 99.5))  # image-domain noise per coil
         info = {"source": name, "coils": coils}
     coil_imgs = torch.from_numpy((maps * img).astype(np.complex64))
@@ -252,21 +292,27 @@ def bart_row(prepared, target, maps_ours) -> tuple[dict, np.ndarray] | None:
 
 
 def holdout_l1_row(prepared, target, seed: int) -> dict:
-    """L1-wavelet with lambda chosen on held-out k-space (no truth), then run on all the
-    samples: what a user gets (diffrecon.mri.validation.tune_l1, FISTA on our maps). Also
-    the same FISTA with lambda chosen on the truth from the same grid (``oracle_*``), so
-    the hold-out's choice is judged against its own upper bound."""
+    """L1-wavelet with the coil-map variant and lambda chosen on held-out k-space (no
+    truth), then run on all the samples: what a user gets (diffrecon.mri.mapsets.
+    choose_maps, FISTA). Also the same FISTA and maps with lambda chosen on the truth from
+    the same grid (``oracle_*``), so the hold-out's choice is judged against its own upper
+    bound, and the L1 of the one-set ESPIRiT maps (``espirit_psnr``)."""
     t0 = time.perf_counter()
     split = holdout_split(prepared.mask, seed)
-    lam, score = tune_l1(prepared, split, split.restrict(prepared))
+    _, final, choice = choose_maps(prepared, split)
+    lam, score = choice.l1_lambda, choice.scores[choice.variant]
 
-    def l1(lam_: float) -> dict:
-        x = l1_wavelet_fista(
-            prepared.operator, prepared.y, lam_, iters=100, support=prepared.support
-        )
-        return _score(target, prepared.to_file(x[0].pow(2).sum(0).sqrt()))
+    def l1(lam_: float, p=final) -> dict:
+        x = l1_wavelet_fista(p.operator, p.y, lam_, iters=100, support=p.support)
+        return _score(target, p.to_file(x[0].pow(2).sum(0).sqrt()))
 
-    row = l1(lam) | {"lambda": lam, "holdout_score": round(score, 3)}
+    row = l1(lam) | {
+        "lambda": lam,
+        "holdout_score": round(score, 3),
+        "maps_chosen": choice.variant,
+        "maps_scores": {k: round(v, 3) for k, v in choice.scores.items()},
+        "espirit_psnr": l1(lam, prepared)["psnr"],
+    }
     row["seconds"] = round(time.perf_counter() - t0, 1)
     oracle = max(((g, l1(g)) for g in L1_GRID), key=lambda t: t[1]["psnr"])
     return row | {

@@ -11,7 +11,9 @@ import pytest
 from diffrecon.io.fastmri import open_fastmri
 from diffrecon.io.results import read_results, write_results
 from diffrecon.jobs import ArrayInput, ReconstructionJob
+from diffrecon.mri.mapsets import MAP_VARIANTS
 from diffrecon.mri.masks import MaskSpec, fastmri_seed
+from diffrecon.results import HOLDOUT_ATTRS
 
 FAST = {"steps": 2}
 
@@ -160,6 +162,8 @@ def test_user_maps_are_used_and_saved_with_the_mask(tiny_kspace_file, tiny_bundl
     out = tmp_path / "out"
     args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
     run = ["--slices", "1", "--steps", "2", "--draws", "2", "--sampler", "daps-fast", "--quiet"]
+    # without the hold-out: with it, ESPIRiT's maps may give way to a two-set variant
+    run.append("--no-holdout")
     assert main([*args, *run, "--maps", str(maps_file)]) == 0
     res = read_results(out / "tiny.h5")
     np.testing.assert_allclose(res.maps[0], espirit, rtol=1e-6)
@@ -262,9 +266,7 @@ def test_the_run_record_round_trips_and_says_which_mask_was_used(
     assert rec.seed == 0 and rec.acceleration_requested is None and rec.settings["steps"] == 2
 
 
-def test_a_prior_is_loaded_once_per_process_and_again_when_its_files_change(
-    tmp_path, tiny_bundle
-):
+def test_a_prior_is_loaded_once_per_process_and_again_when_its_files_change(tmp_path, tiny_bundle):
     import os
     import shutil
 
@@ -299,7 +301,10 @@ def test_the_guard_catches_a_prior_that_does_not_fit_and_the_fallback_wins(
     assert check.score_posterior > 1.25 * check.score_l1 and 0 < check.share < 0.5
     assert auto.metrics["psnr"] > off.metrics["psnr"] + 3
     assert raw.provenance.validation.guard and raw.provenance.validation.mu is None
-    np.testing.assert_array_equal(raw.mean, off.mean)  # the check does not touch the draws
+    # the check does not touch the draws: the same as a run without it on the maps it chose
+    np.save(tmp_path / "chosen.npy", raw.provenance.maps_used)
+    same = _job(tiny_kspace_file, tiny_bundle, holdout=False, maps=tmp_path / "chosen.npy")
+    np.testing.assert_array_equal(raw.mean, same.validate().run_slice(1).mean)
     assert off.provenance.validation is None
     # recorded per slice in the result file
     job = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3)
@@ -309,6 +314,11 @@ def test_the_guard_catches_a_prior_that_does_not_fit_and_the_fallback_wins(
 
     assert json.loads(attrs["holdout_guard"]) == [True]
     assert json.loads(attrs["holdout_score_l1"]) == [check.score_l1]
+    # every field of the check is recorded, under the names results.HOLDOUT_ATTRS lists
+    assert set(check.as_attrs()) == set(HOLDOUT_ATTRS) and set(HOLDOUT_ATTRS) <= set(attrs)
+    # ESPIRiT maps: the hold-out chose a map variant and scored plain ESPIRiT's L1
+    assert check.maps in MAP_VARIANTS and json.loads(attrs["holdout_maps"]) == [check.maps]
+    assert check.score_espirit is not None and check.score_l1 <= check.score_espirit
     assert read_results(tmp_path / "r.h5").record.finish == "auto"
     # the CLI warns, naming the slice and both scores
     args = ["reconstruct", str(tiny_kspace_file), "-o", str(tmp_path / "o"), "--prior"]

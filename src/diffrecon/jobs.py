@@ -34,6 +34,7 @@ from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
 from diffrecon.mri.holdout import DEFAULT_FRACTION, holdout_split
+from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
 from diffrecon.mri.transforms import crop_target, read_slice, remove_readout_oversampling
@@ -330,7 +331,7 @@ class ReconstructionJob:
             return self._summarise(prepared, post, final, tau, t0, validation)
 
         try:
-            validation = self.validate_slice(prepared, tau, on_step)
+            validation, prepared = self.validate_slice(prepared, tau, on_step)
             hybrid = validation is not None and validation.mu is not None
             post = reconstruct(
                 prepared.y,
@@ -373,18 +374,25 @@ class ReconstructionJob:
         prepared: PreparedSlice,
         tau: float,
         on_step: Callable[[StepState], None] | None = None,
-    ) -> Validation | None:
-        """The hold-out check of one prepared slice (None when it is off, without a noise
-        level, or when too few lines can be held out): draws from the fit samples only
-        (a quarter of the run's, 2 to 4: two at least, so the score can be corrected to the
-        run's draw count), scored against the self-tuned L1 and, where needed, the hybrids."""
+    ) -> tuple[Validation | None, PreparedSlice]:
+        """The hold-out check of one prepared slice, and the slice to reconstruct. With
+        ESPIRiT maps the hold-out first chooses the coil-map variant
+        (:func:`~diffrecon.mri.mapsets.choose_maps`; the slice returned carries it, rebuilt
+        from all the samples). Then draws from the fit samples only (a quarter of the
+        run's, 2 to 4: two at least, so the score can be corrected to the run's draw
+        count), scored against the self-tuned L1 and, where needed, the hybrids. No check
+        (None) when it is off, without a noise level, or when too few lines can be held
+        out."""
         if not self.holdout or not prepared.noise_std > 0:
-            return None
+            return None, prepared
         split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
         if split is None:
-            return None
+            return None, prepared
         t0 = time.perf_counter()
-        fit = split.restrict(prepared)
+        scoring, choice = prepared, None
+        if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
+            scoring, prepared, choice = choose_maps(prepared, split)
+        fit = split.restrict(scoring)
         post = reconstruct(
             fit.y,
             fit.operator,
@@ -400,9 +408,15 @@ class ReconstructionJob:
             support=fit.support,
         )
         assert post.draws is not None
-        found = validate(prepared, split, fit, post.draws, self.draws, self.finish)
-        # its cost: the fit-sample draws and the FISTA solves
-        return dataclasses.replace(found, seconds=time.perf_counter() - t0)
+        l1 = None if choice is None else (choice.l1_lambda, choice.scores[choice.variant])
+        found = validate(scoring, split, fit, post.draws, self.draws, self.finish, l1=l1)
+        maps = (
+            {}
+            if choice is None
+            else {"maps": choice.variant, "score_espirit": choice.scores["espirit"]}
+        )
+        # its cost: the map choice, the fit-sample draws and the FISTA solves
+        return dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps), prepared
 
     def _summarise(
         self,

@@ -126,6 +126,8 @@ HOLDOUT_ATTRS = (
     "holdout_mu",
     "holdout_guard",
     "holdout_seconds",
+    "holdout_maps",
+    "holdout_score_espirit",
 )
 # per-slice provenance recorded in result files (a list over the file's slices each)
 PER_SLICE_ATTRS = (

@@ -21,6 +21,7 @@ from diffrecon.operators import (
     MulticoilMRI,
     SigpyOperator,
     SinglecoilMRI,
+    SoftSENSE,
     SuperResolution,
     random_motion_kernel,
 )
@@ -53,6 +54,12 @@ def multicoil_poisson(dtype):
         H,
         W,
     )
+
+
+def soft_sense(dtype):
+    g = torch.Generator().manual_seed(2)
+    second = torch.randn(COILS, H, W, dtype=complex_dtype(dtype), generator=g)
+    return SoftSENSE(torch.stack([_maps(dtype), 0.5 * second]), _column_mask()), (4, H, W)
 
 
 def singlecoil(dtype):
@@ -102,6 +109,7 @@ REGISTRY: dict[str, Callable[[torch.dtype], tuple[LinearOperator, tuple[int, ...
     "MulticoilMRI-columns": multicoil_columns,
     "MulticoilMRI-poisson": multicoil_poisson,
     "MulticoilMRI-odd": multicoil_odd_size,
+    "SoftSENSE-columns": soft_sense,
     "SinglecoilMRI": singlecoil,
     "Inpainting": inpainting,
     "SuperResolution": super_resolution,

@@ -95,24 +95,16 @@ def _calibration_kernels(calib: torch.Tensor, kernel_width: int, thresh: float) 
     return vh[keep].reshape(-1, c, k, k)
 
 
-def espirit_maps(
+def _espirit_gram(
     kspace: Any,
-    calib_width: int | None = 24,
-    thresh: float = 0.02,
-    kernel_width: int | None = None,
-    crop: float = 0.95,
-    max_iter: int = 100,
-    region: Region | None = None,
+    calib_width: int | None,
+    thresh: float,
+    kernel_width: int | None,
+    region: Region | None,
 ) -> torch.Tensor:
-    """ESPIRiT coil maps ``(coils, H, W)`` complex64 from (undersampled) k-space.
-
-    ``kspace`` is complex ``(coils, H, W)``. The calibration data are ``region`` (rows, cols
-    slices, e.g. from :func:`calibration_region`) or else the ``calib_width`` square around
-    the centre, which must be fully sampled. ``kernel_width`` defaults to
-    :func:`auto_kernel_width` of the region. Maps are unit-norm eigenvectors of the ESPIRiT
-    operator, phase-referenced to the first coil, and zero where the eigenvalue is at most
-    ``crop`` (``crop=0`` keeps every pixel: uncropped maps).
-    """
+    """The ESPIRiT operator per pixel ``(H, W, coils, coils)`` complex128: the Gram matrix
+    of the image-space calibration kernels (see :func:`espirit_maps` for the arguments);
+    its eigenvectors of eigenvalue ~1 are the coil sensitivities."""
     k = as_tensor("kspace", kspace)
     check_ndim("kspace", k, (3,), "(coils, H, W)")
     if not k.is_complex():
@@ -143,14 +135,63 @@ def espirit_maps(
         padded[..., pad_t : pad_t + kernel_width, pad_l : pad_l + kernel_width] = chunk
         img = ifft2c(padded).permute(2, 3, 1, 0)  # (H, W, C, K)
         gram += img @ img.conj().transpose(-1, -2)
-    gram *= h * w / kernel_width**2
+    return gram * (h * w / kernel_width**2)
+
+
+def phase_reference(maps: torch.Tensor) -> torch.Tensor:
+    """``maps (..., coils, H, W)`` with the phase of coil 0 removed (coil 0 real >= 0)."""
+    ref = maps[..., :1, :, :]
+    return maps * torch.where(ref.abs() > 0, ref.conj() / ref.abs().clamp_min(1e-30), 1)
+
+
+def espirit_maps(
+    kspace: Any,
+    calib_width: int | None = 24,
+    thresh: float = 0.02,
+    kernel_width: int | None = None,
+    crop: float = 0.95,
+    max_iter: int = 100,
+    region: Region | None = None,
+) -> torch.Tensor:
+    """ESPIRiT coil maps ``(coils, H, W)`` complex64 from (undersampled) k-space.
+
+    ``kspace`` is complex ``(coils, H, W)``. The calibration data are ``region`` (rows, cols
+    slices, e.g. from :func:`calibration_region`) or else the ``calib_width`` square around
+    the centre, which must be fully sampled. ``kernel_width`` defaults to
+    :func:`auto_kernel_width` of the region. Maps are unit-norm eigenvectors of the ESPIRiT
+    operator, phase-referenced to the first coil, and zero where the eigenvalue is at most
+    ``crop`` (``crop=0`` keeps every pixel: uncropped maps).
+    """
+    gram = _espirit_gram(kspace, calib_width, thresh, kernel_width, region)
+    h, w, c = gram.shape[0], gram.shape[1], gram.shape[2]
     v = torch.ones(h, w, c, 1, dtype=torch.complex128)
     for _ in range(max_iter):
         v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(1e-30)
         v = gram @ v
     eig = torch.linalg.vector_norm(v, dim=-2)[..., 0]
     maps = (v / eig[..., None, None].clamp_min(1e-30))[..., 0].permute(2, 0, 1)
-    ref = maps[0]
-    maps = maps * torch.where(ref.abs() > 0, ref.conj() / ref.abs().clamp_min(1e-30), 1)
-    maps = maps * (eig > crop)
+    maps = phase_reference(maps) * (eig > crop)
     return maps.to(torch.complex64).contiguous()
+
+
+def espirit_sets(
+    kspace: Any,
+    region: Region,
+    sets: int = 2,
+    thresh: float = 0.02,
+    kernel_width: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``sets`` leading ESPIRiT eigenvectors per pixel and their eigenvalues:
+    ``(sets, coils, H, W)`` complex64 (unit norm, phase-referenced to coil 0) and
+    ``(sets, H, W)`` float32 in [0, 1].
+
+    Where the object fills or wraps the phase field of view the sensitivities are not
+    smooth across the periodic boundary, the first eigenvalue drops below 1 there and the
+    second set carries the rest (soft-SENSE, Uecker et al. 2014, section "Overlapping FOV");
+    :mod:`diffrecon.mri.mapsets` turns the two sets into one."""
+    gram = _espirit_gram(kspace, None, thresh, kernel_width, region)
+    ev, vec = torch.linalg.eigh(gram)  # ascending eigenvalues, vectors in columns
+    order = torch.arange(gram.shape[-1] - 1, gram.shape[-1] - 1 - sets, -1)
+    eig = ev[..., order].clamp(0, 1).permute(2, 0, 1)
+    maps = phase_reference(vec[..., order].permute(3, 2, 0, 1))
+    return maps.to(torch.complex64).contiguous(), eig.to(torch.float32).contiguous()

@@ -60,6 +60,8 @@ class Validation:
     mu: float | None  # the hybrid's pull chosen; None: the raw posterior
     guard: bool  # the raw posterior lost to the self-tuned L1 beyond the margin
     seconds: float  # what the check cost (the job counts its fit-sample draws in)
+    maps: str = "given"  # the coil-map variant the hold-out chose (mri.mapsets), or "given"
+    score_espirit: float | None = None  # the self-tuned L1 with one-set ESPIRiT maps
 
     def as_attrs(self) -> dict[str, Any]:
         """Per-slice provenance, every name carrying ``holdout``."""
@@ -68,9 +70,12 @@ class Validation:
     def describe(self) -> str:
         """One line for summaries and the napari panel."""
         finish = "raw posterior" if self.mu is None else f"hybrid (mu {self.mu:g})"
+        maps = ""
+        if self.score_espirit is not None and self.maps != "espirit":
+            maps = f"; maps {self.maps} (ESPIRiT's L1 {self.score_espirit:.2f})"
         return (
             f"hold-out (1 = noise level): posterior {self.score_posterior:.2f}, self-tuned "
-            f"L1 {self.score_l1:.2f} (lambda {self.l1_lambda:g}); finish: {finish}"
+            f"L1 {self.score_l1:.2f} (lambda {self.l1_lambda:g}); finish: {finish}{maps}"
         )
 
     def warning(self) -> str | None:
@@ -116,14 +121,18 @@ def hybrid_draws(
 
 
 def tune_l1(
-    prepared: PreparedSlice, split: HoldoutSplit, fit: PreparedSlice, norm: float | None = None
+    prepared: PreparedSlice,
+    split: HoldoutSplit,
+    fit: PreparedSlice,
+    norm: float | None = None,
+    grid: tuple[float, ...] = L1_GRID,
 ) -> tuple[float, float]:
-    """``(lam, score)``: the L1 weight of :data:`L1_GRID` whose reconstruction from the fit
-    samples predicts the held-out ones best (warm-started from the previous weight);
-    ``norm``: the fit operator's :func:`lipschitz` when the caller has it."""
+    """``(lam, score)``: the L1 weight of ``grid`` (descending) whose reconstruction from
+    the fit samples predicts the held-out ones best (warm-started from the previous
+    weight); ``norm``: the fit operator's :func:`lipschitz` when the caller has it."""
     norm = lipschitz(fit) if norm is None else norm
     best, x = None, None
-    for lam in L1_GRID:
+    for lam in grid:
         x = l1_wavelet_fista(
             fit.operator,
             fit.y,
@@ -147,6 +156,7 @@ def validate(
     draws_fit: torch.Tensor,
     n_final: int,
     finish: str = "auto",
+    l1: tuple[float, float] | None = None,
 ) -> Validation:
     """Measure the self-tuned L1 and the raw posterior on the held-out samples
     (``draws_fit``: posterior draws from the fit samples ``fit``; scored as the mean of
@@ -154,12 +164,14 @@ def validate(
     guard fires (it loses to the self-tuned L1 by more than :data:`GUARD_MARGIN`), then
     the best hybrid of :data:`MU_GRID`; ``"holdout"`` takes whichever of the raw posterior
     and its hybrids predicts the held-out samples best (a hybrid only beyond
-    :data:`MARGIN`); ``"raw"`` always keeps the raw posterior (scores still recorded)."""
+    :data:`MARGIN`); ``"raw"`` always keeps the raw posterior (scores still recorded).
+    ``l1``: the self-tuned L1's ``(lam, score)`` when the caller has them
+    (:func:`~diffrecon.mri.mapsets.choose_maps` does)."""
     if finish not in FINISHES:
         raise ValueError(f"finish must be one of {FINISHES}, got {finish!r}")
     t0 = time.perf_counter()
     norm = lipschitz(fit)  # one power iteration for the grid and every hybrid
-    lam, score_l1 = tune_l1(prepared, split, fit, norm)
+    lam, score_l1 = tune_l1(prepared, split, fit, norm) if l1 is None else l1
     score_raw = holdout_score(prepared, split, draws_fit, n_final)
     guard = score_raw > score_l1 * (1 + GUARD_MARGIN)
     mu, score = None, score_raw

@@ -11,7 +11,7 @@ from diffrecon.operators.imaging import (
     gaussian_kernel,
     random_motion_kernel,
 )
-from diffrecon.operators.mri import MulticoilMRI, SinglecoilMRI
+from diffrecon.operators.mri import MulticoilMRI, SinglecoilMRI, SoftSENSE
 from diffrecon.operators.nonlinear import HDR, PhaseRetrieval
 from diffrecon.operators.sigpy import SigpyOperator
 
@@ -26,6 +26,7 @@ __all__ = [
     "LinearOperator",
     "MotionBlur",
     "MulticoilMRI",
+    "SoftSENSE",
     "Operator",
     "PhaseRetrieval",
     "SigpyOperator",

@@ -146,3 +146,37 @@ class SinglecoilMRI(MulticoilMRI):
 
     def _repr_args(self) -> str:
         return f"acceleration={self.acceleration:.2f}"
+
+
+class SoftSENSE(LinearOperator):
+    """SENSE with several sets of coil maps, one image per set (soft-SENSE, Uecker et al.
+    2014): ``y_c = M F (sum_s S_sc x_s)``.
+
+    ``maps``: ``(sets, coils, H, W)`` complex; ``mask`` as :class:`MulticoilMRI`. Images are
+    ``(B, 2 * sets, H, W)``: the real and imaginary channels of each set's image in turn.
+    Objects that fill or wrap the phase field of view need a second set where their
+    sensitivities are discontinuous across the periodic boundary.
+    """
+
+    complex_output = True
+
+    def __init__(self, maps: Any, mask: Any) -> None:
+        maps_t = as_tensor("maps", maps)
+        check_ndim("maps", maps_t, (4,), "(sets, coils, H, W)")
+        self.maps = maps_t
+        self.mask = check_bool_mask("mask", mask)
+        self.sets = tuple(MulticoilMRI(m, self.mask) for m in maps_t)
+        _, coils, height, width = maps_t.shape
+        super().__init__((2 * len(self.sets), height, width), (coils, height, width))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(op(x[:, 2 * i : 2 * i + 2]) for i, op in enumerate(self.sets))
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.cat([op.adjoint(y) for op in self.sets], dim=1)
+
+    def to(self, device: torch.device | str) -> SoftSENSE:
+        return SoftSENSE(self.maps.to(device), self.mask.to(device))
+
+    def _repr_args(self) -> str:
+        return f"sets={len(self.sets)}, coils={self.sets[0].coils}"
