@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pydicom
 
+from diffrecon.calibration_run import diagram_path
 from diffrecon.cli import main
 from diffrecon.io.results import read_results
 
@@ -35,7 +36,7 @@ def test_calibrate_then_reconstruct_with_calibrated_intervals(
     rep = cal["report"]
     assert set(rep["gaussian"]["foreground"]) == {"0.5", "0.8", "0.9", "0.95"}
     assert set(rep["quantile"]["foreground"]) == {"0.5", "0.8", "0.9", "0.95"}
-    assert cal_path.with_suffix(".png").stat().st_size > 1000
+    assert diagram_path(cal_path).stat().st_size > 1000
 
     base = ["reconstruct", str(tiny_kspace_file), "--prior", str(tiny_bundle), *RUN]
     out = tmp_path / "rec"

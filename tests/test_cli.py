@@ -218,3 +218,27 @@ def test_one_file_takes_the_batch_path(tmp_path, tiny_kspace_file, tiny_bundle, 
     res = read_results(out / "tiny.h5")
     assert res.zero_filled.shape == res.reconstruction.shape and (res.zero_filled > 0).any()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_help_is_plain_text_and_states_the_presets_own_levels(capsys):
+    """No reStructuredText markup in any help; --steps says what daps-mri really runs
+    (issue 28 #15)."""
+    from diffrecon.samplers.registry import PRESETS
+
+    for cmd in ([], ["reconstruct"], ["calibrate"], ["evaluate"], ["demo"], ["train-prior"]):
+        with pytest.raises(SystemExit):
+            main([*cmd, "--help"])
+        out = capsys.readouterr().out
+        assert "``" not in out, cmd
+        if cmd == ["reconstruct"]:
+            levels = PRESETS["daps-mri"]["steps"]
+            assert f"daps-mri: {levels} levels" in " ".join(out.split())
+    # every argument of every command says what it is (the formatter adds its default)
+    import argparse
+
+    from diffrecon.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            assert action.help, (name, action.dest)

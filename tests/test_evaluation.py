@@ -128,3 +128,22 @@ def test_cli_evaluate(tmp_path, capsys):
     shutil.rmtree(targets)
     targets.mkdir()
     assert main(["evaluate", str(targets), str(preds)]) == 2  # nothing to compare: refused
+
+
+def test_the_manifest_scores_as_evaluate_does_on_non_square_images(
+    tmp_path, tiny_kspace_file, tiny_bundle
+):
+    """The run's own metrics (summary line, manifest) crop to the target's square as
+    evaluate.py does, so they agree with ``diffrecon evaluate`` on a 40x32 file
+    (issue 28 #4)."""
+    import json
+
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
+    run = ["--steps", "2", "--draws", "2", "--sampler", "daps-fast", "--quiet", "--no-holdout"]
+    assert main([*args, *run]) == 0
+    row = json.loads((out / "manifest.json").read_text())[0]
+    scores, _ = evaluate_folder(tiny_kspace_file.parent, out)
+    assert scores[0].slices == 2
+    assert row["psnr"] == pytest.approx(scores[0].psnr, abs=1e-6)
+    assert row["ssim"] == pytest.approx(scores[0].ssim, abs=1e-6)

@@ -241,8 +241,17 @@ def test_auto_mask_keeps_the_sampling_of_an_undersampled_file(tmp_path, tiny_ksp
     assert np.array_equal(job.sampling_mask.numpy(), cols) and job.mask_used == "measured (auto)"
     full = ReconstructionJob(tiny_kspace_file, slices=[0])
     assert full.sampling_mask.float().mean() < 0.5 and full.mask_used == "random (auto)"
+    # a retrospective mask on it would take never-acquired columns for measured zeros:
+    # refused before any work, naming the way out (issue 28 #2); a mask dataset alike
     again = ReconstructionJob(under, slices=[0], mask=MaskSpec(kind="random"))
-    assert not np.array_equal(again.sampling_mask.numpy(), cols)
+    with pytest.raises(ValueError, match="already undersampled .* Use --mask-type auto"):
+        _ = again.sampling_mask
+    with h5py.File(under, "a") as d:
+        d.create_dataset("mask", data=cols)
+    again = ReconstructionJob(under, slices=[0], mask=MaskSpec(kind="equispaced"))
+    with pytest.raises(ValueError, match=r"already undersampled \(\d+ of 32"):
+        _ = again.sampling_mask
+    assert np.array_equal(ReconstructionJob(under, slices=[0]).sampling_mask.numpy(), cols)
 
 
 def test_the_run_record_round_trips_and_says_which_mask_was_used(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from diffrecon._version import __version__
-from diffrecon.io.atomic import atomic_file
+from diffrecon.io.atomic import OutputExistsError, atomic_file
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.masks import measured_columns
 from diffrecon.mri.transforms import crop_target
@@ -101,13 +101,24 @@ def calibrate_files(
     return cal
 
 
+def diagram_path(path: str | Path) -> Path:
+    """Where :func:`write_calibration` puts the reliability diagram of ``path``:
+    ``NAME.reliability.png`` beside it (a name no input image is likely to have)."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.reliability.png")
+
+
 def write_calibration(path: Path, cal: Calibration, overwrite: bool = False) -> Path:
-    """The calibration as JSON (atomically) and its reliability diagram beside it."""
+    """The calibration as JSON (atomically) and its reliability diagram beside it
+    (:func:`diagram_path`); either existing is replaced only with ``overwrite``."""
     path = Path(path)
+    for p in (path, diagram_path(path)):
+        if p.exists() and not overwrite:
+            raise OutputExistsError(f"{p} exists: pass --overwrite to replace it")
     with atomic_file(path, overwrite=overwrite) as tmp, open(tmp, "w") as fh:
         json.dump(cal.as_dict(), fh, indent=2, sort_keys=True)
         fh.write("\n")
-    reliability_diagram(path.with_suffix(".png"), cal)
+    reliability_diagram(diagram_path(path), cal, overwrite=overwrite)
     return path
 
 
@@ -123,7 +134,7 @@ def read_calibration(path: str | Path) -> Calibration:
     return Calibration.from_dict(data, source=str(p))
 
 
-def reliability_diagram(path: Path, cal: Calibration) -> None:
+def reliability_diagram(path: Path, cal: Calibration, overwrite: bool = True) -> None:
     """Nominal vs measured foreground coverage: the draws' quantile intervals, Gaussian
     ``mean +- z std`` intervals, and the calibrated interval."""
     import matplotlib
@@ -155,6 +166,6 @@ def reliability_diagram(path: Path, cal: Calibration) -> None:
     ax.set_title(f"{cal.slices} slices, {cal.valid_for.get('draws')} draws", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    with atomic_file(path, overwrite=True) as tmp:
+    with atomic_file(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

@@ -42,8 +42,10 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 def _parser() -> argparse.ArgumentParser:
     from diffrecon._version import __version__
 
-    p = argparse.ArgumentParser(prog="diffrecon", description=__doc__, formatter_class=_Help)
-    p.add_argument("--version", action="version", version=f"diffrecon {__version__}")
+    # the docstring's reStructuredText literals read as plain quotes in a terminal
+    text = (__doc__ or "").replace("``", "`")
+    p = argparse.ArgumentParser(prog="diffrecon", description=text, formatter_class=_Help)
+    p.add_argument("-V", "--version", action="version", version=f"diffrecon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     _add = sub.add_parser
     sub.add_parser = lambda *a, **k: _add(*a, formatter_class=_Help, **k)  # type: ignore[method-assign]
@@ -129,11 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
 
     info = sub.add_parser("info", help="describe a fastMRI or result .h5 file")
-    info.add_argument("file", type=Path)
+    info.add_argument("file", type=Path, help="a fastMRI k-space file or a diffrecon result")
 
     dcm = sub.add_parser("export-dicom", help="write a result file as DICOM series")
-    dcm.add_argument("result", type=Path)
-    dcm.add_argument("out", type=Path)
+    dcm.add_argument("result", type=Path, help="a diffrecon result file")
+    dcm.add_argument("out", type=Path, help="output folder (one series per map)")
     dcm.add_argument(
         "--reference",
         type=Path,
@@ -151,12 +153,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("targets", type=Path, help="folder of fastMRI files holding the targets")
     ev.add_argument("predictions", type=Path, help="folder of diffrecon result files")
-    ev.add_argument("--challenge", choices=["multicoil", "singlecoil"], default="multicoil")
+    ev.add_argument(
+        "--challenge",
+        choices=["multicoil", "singlecoil"],
+        default="multicoil",
+        help="which target to read: reconstruction_rss (multicoil) or reconstruction_esc",
+    )
     ev.add_argument("--acquisition", default=None, help="only volumes of this acquisition")
     ev.add_argument("--csv", type=Path, default=None, help="also write per-volume figures")
 
     nii = sub.add_parser("export-nifti", help="write a result file's maps as NIfTI volumes")
-    nii.add_argument("result", type=Path)
+    nii.add_argument("result", type=Path, help="a diffrecon result file")
     nii.add_argument("out", type=Path, help="output folder (<name>_<map>.nii.gz)")
     nii.add_argument(
         "--reference",
@@ -167,10 +174,14 @@ def _parser() -> argparse.ArgumentParser:
     nii.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     demo = sub.add_parser("demo", help="reconstruct a simulated brain slice with the default prior")
-    demo.add_argument("-o", "--out", type=Path, default=Path("out/demo"))
-    demo.add_argument("--draws", type=int, default=4)
-    demo.add_argument("--steps", type=int, default=None)
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument(
+        "-o", "--out", type=Path, default=Path("out/demo"), help="folder for demo.h5 and demo.png"
+    )
+    demo.add_argument("--draws", type=int, default=4, help="posterior draws")
+    demo.add_argument(
+        "--steps", type=int, default=None, help="noise levels (default: the preset's)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("train-prior", help="train an EDM denoiser prior (MONAI UNet)")
     tr.add_argument("out", type=Path, help="output bundle folder (resumes from its checkpoint)")
@@ -193,17 +204,23 @@ def _parser() -> argparse.ArgumentParser:
         help="start from this bundle's weights (fine-tuning; same --channels), e.g. "
         "brain-mri-default",
     )
-    tr.add_argument("--steps", type=int, default=5000)
+    tr.add_argument("--steps", type=int, default=5000, help="optimiser steps")
     tr.add_argument("--minutes", type=float, default=None, help="stop after this wall time")
-    tr.add_argument("--patch", type=int, default=64)
-    tr.add_argument("--batch", type=int, default=8)
-    tr.add_argument("--lr", type=float, default=2e-4)
-    tr.add_argument("--ema", type=float, default=0.999)
-    tr.add_argument("--channels", type=int, nargs="+", default=[32, 64, 64])
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--patch", type=int, default=64, help="training patch size (pixels)")
+    tr.add_argument("--batch", type=int, default=8, help="patches per step")
+    tr.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    tr.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved weights")
+    tr.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=[32, 64, 64],
+        help="UNet channels per level (default: 32 64 64)",
+    )
+    tr.add_argument("--seed", type=int, default=0, help="patch and initialisation seed")
+    tr.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     tr.add_argument("--name", default=None, help="bundle name (default: folder name)")
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
 
@@ -268,9 +285,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=None,
-        help="noise levels of the sampler's schedule, replacing the preset's (daps-mri: 50 "
-        "levels, each 2 denoiser calls and 50 data-consistency steps); fewer is faster and "
-        "less accurate (default: the preset's)",
+        help="noise levels of the sampler's schedule, replacing the preset's (daps-mri: 100 "
+        "levels, each one denoiser call and an exact data-consistency draw by up to 50 "
+        "conjugate-gradient iterations); fewer is faster and less accurate (default: the "
+        "preset's)",
     )
     p.add_argument(
         "--noise-std",
@@ -507,13 +525,15 @@ def _summary_line(name: str, row: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> None:
-    from diffrecon.calibration_run import calibrate_files, write_calibration
+    from diffrecon.calibration_run import calibrate_files, diagram_path, write_calibration
     from diffrecon.jobs import ReconstructionJob
 
-    refuse_overwriting_inputs([args.out], [*args.inputs, getattr(args, "maps", None)])
+    outputs = [args.out, diagram_path(args.out)]  # the diagram is written too: checked alike
+    refuse_overwriting_inputs(outputs, [*args.inputs, getattr(args, "maps", None)])
     check_writable_folder(args.out.parent)
-    if args.out.exists() and not args.overwrite:
-        raise BadInput(f"{args.out} exists: pass --overwrite to replace it")
+    for out in outputs:
+        if out.exists() and not args.overwrite:
+            raise BadInput(f"{out} exists: pass --overwrite to replace it")
     if not 0 < args.level < 1:
         raise BadInput(f"--level must lie in (0, 1), got {args.level}")
     jobs = [ReconstructionJob(path, **_job_settings(args)) for path in args.inputs]
@@ -531,7 +551,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         f"uncalibrated mean+-z std covers {fg[str(args.level)]:.1%} at {args.level:.0%} "
         f"(std-error correlation {rep['std_error_correlation']['foreground']:.2f}); "
         f"lambda {cal.lam:.3g} covers {rep['calibrated_foreground_coverage_mean']:.1%} on "
-        f"the calibration slices -> {out} and {out.with_suffix('.png')}"
+        f"the calibration slices -> {out} and {diagram_path(out)}"
     )
 
 
@@ -544,6 +564,11 @@ def _info(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from diffrecon.evaluation import evaluate_folder, summary_line, write_scores_csv
 
+    if args.csv is not None:  # before any work
+        # the folders and every file in them: --csv must not replace a target or a result
+        inputs = [args.targets, args.predictions]
+        inputs += [f for d in inputs if Path(d).is_dir() for f in Path(d).iterdir()]
+        refuse_overwriting_inputs([args.csv], inputs)
     scores, summary = evaluate_folder(
         args.targets, args.predictions, args.challenge, args.acquisition
     )
@@ -553,7 +578,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     print(f"{len(scores)} volume(s): {summary_line(summary)}")
     if args.csv is not None:
-        refuse_overwriting_inputs([args.csv], [args.targets, args.predictions])
         write_scores_csv(args.csv, scores)
 
 

@@ -37,7 +37,12 @@ from diffrecon.mri.holdout import DEFAULT_FRACTION, holdout_split
 from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
-from diffrecon.mri.transforms import crop_target, read_slice, remove_readout_oversampling
+from diffrecon.mri.transforms import (
+    crop_target,
+    evaluation_view,
+    read_slice,
+    remove_readout_oversampling,
+)
 from diffrecon.mri.validation import FINISHES, Validation, hybrid_draws, validate
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
@@ -178,8 +183,9 @@ class ReconstructionJob:
         f = self.input
         padding = f.header.padding if f.header is not None else None
         measured = None
-        if self.mask.kind == "auto" and f.mask is None:
-            # columns the file measured (exactly zero elsewhere): prospective undersampling
+        if self.mask.kind != "file" and f.mask is None:
+            # columns the file measured (exactly zero elsewhere): prospective undersampling,
+            # kept under auto, refused under a retrospective kind
             measured = measured_columns(f.kspace(self.slice_indices[0]))
         m, self.mask_used = self.mask.resolve(
             self.kspace_shape, f.mask, padding, file_name=f.path.name, measured=measured
@@ -358,9 +364,8 @@ class ReconstructionJob:
             raise NonFiniteStdError(f"{self.input.path.name} slice {index}: {err}") from err
         target = self.input.target(index)
         if target is not None:
-            tgt = crop_target(target, result.mean.shape)
-            ours = metrics.evaluate(tgt, result.mean)
-            zero = metrics.evaluate(tgt, result.zero_filled)
+            tgt, mean, zf = evaluation_view(target, result.mean, result.zero_filled)
+            ours, zero = metrics.evaluate(tgt, mean), metrics.evaluate(tgt, zf)
             result.metrics = {
                 "psnr": ours["psnr"],
                 "ssim": ours["ssim"],
@@ -498,11 +503,12 @@ class ReconstructionJob:
         if not targets or any(t is None for t in targets):
             return {}
         tgt = np.stack([crop_target(t, recon.shape[-2:]) for t in targets])
+        tgt, recon, *zf = evaluation_view(
+            tgt, recon, *([] if zero_filled is None else [zero_filled])
+        )
         out = metrics.evaluate(tgt, recon)
-        if zero_filled is not None:
-            out.update(
-                {f"{k}_zero_filled": v for k, v in metrics.evaluate(tgt, zero_filled).items()}
-            )
+        if zf:
+            out.update({f"{k}_zero_filled": v for k, v in metrics.evaluate(tgt, zf[0]).items()})
         return out
 
     @property

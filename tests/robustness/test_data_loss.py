@@ -55,6 +55,59 @@ def test_calibrate_never_writes_onto_its_input(copy_of_input, tiny_bundle, capsy
     assert _digest(copy_of_input) == before
 
 
+def test_calibrate_checks_its_diagram_like_any_output(copy_of_input, tiny_bundle, capsys):
+    """The reliability diagram beside ``-o`` is an output too: an existing one is kept
+    without --overwrite, and an input image of that name is never replaced (issue 28 #5)."""
+    from diffrecon.calibration_run import diagram_path
+
+    out = copy_of_input.parent / "scan.json"
+    diagram = diagram_path(out)
+    diagram.write_bytes(b"an earlier diagram")
+    args = ["calibrate", str(copy_of_input), "-o", str(out), "--prior", str(tiny_bundle)]
+    run = ["--draws", "2", "--steps", "2", "--quiet"]
+    assert main([*args, *run]) == 2
+    assert "reliability.png exists: pass --overwrite" in capsys.readouterr().err
+    assert diagram.read_bytes() == b"an earlier diagram" and not out.exists()
+    # an input named like the diagram: refused, even with --overwrite
+    diagram.write_bytes(copy_of_input.read_bytes())
+    before = _digest(diagram)
+    args[1] = str(diagram)
+    assert main([*args, *run, "--overwrite"]) == 2
+    assert "refusing to write over an input" in capsys.readouterr().err
+    assert _digest(diagram) == before
+    # scan.png beside -o scan.json is not the diagram's name any more
+    assert diagram.name == "scan.reliability.png"
+
+
+def test_evaluate_never_writes_its_csv_over_a_file_it_scores(tmp_path, copy_of_input, capsys):
+    """``--csv`` naming a target (or result) inside the folders is refused (issue 28 #8a)."""
+    targets = copy_of_input.parent
+    before = _digest(copy_of_input)
+    args = ["evaluate", str(targets), str(targets), "--csv", str(copy_of_input)]
+    assert main(args) == 2
+    assert "refusing to write over an input" in capsys.readouterr().err
+    assert _digest(copy_of_input) == before
+
+
+def test_outputs_follow_the_umask_not_owner_only(tmp_path):
+    """Temporaries are made owner-only; outputs get what open()/mkdir() would give under
+    the user's umask (group-readable on shared lab servers with umask 022; issue 28 #7)."""
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "a.h5") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_folder(tmp_path / "series") as d:
+            (d / "1.dcm").write_bytes(b"x")
+        assert (tmp_path / "a.h5").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "series").stat().st_mode & 0o777 == 0o755
+        os.umask(0o077)
+        with atomic_file(tmp_path / "b.h5") as tmp:
+            tmp.write_bytes(b"x")
+        assert (tmp_path / "b.h5").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
 def test_an_unwritable_output_is_refused_before_any_work(copy_of_input, tiny_bundle, capsys):
     blocker = copy_of_input.parent / "a_file"
     blocker.write_text("x")

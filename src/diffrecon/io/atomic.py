@@ -102,6 +102,24 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where ``/proc`` tells it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: read by setting it back at once
+    os.umask(mask)
+    return mask
+
+
+def _as_created(path: Path, folder: bool) -> None:
+    """Give a temporary (``mkstemp``/``mkdtemp`` make them owner-only) the permissions a
+    plain ``open``/``mkdir`` would: 0666/0777 less the umask, so outputs on shared lab
+    servers stay readable to the group as the user's umask intends."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def _check(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists: pass --overwrite to replace it")
@@ -120,6 +138,7 @@ def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(name)
+    _as_created(tmp, folder=False)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -143,6 +162,7 @@ def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(
         tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=PARTIAL)
     )
+    _as_created(tmp, folder=True)
     old = None
     try:
         yield tmp

@@ -187,6 +187,32 @@ class MaskSpec:
         """The mask of :meth:`resolve` (same arguments), without the kind."""
         return self.resolve(*args, **kwargs)[0]
 
+    def _refuse_undersampled(
+        self,
+        shape: tuple[int, int],
+        file_mask: np.ndarray | None,
+        padding: tuple[int, int] | None,
+        file_name: str | None,
+        measured: np.ndarray | None,
+    ) -> None:
+        """A retrospective mask on a file that is already undersampled would take columns
+        that were never acquired for measured zeros: refused, naming the way out."""
+        lo, hi = padding if padding is not None else (0, shape[1])
+        cols = None
+        if file_mask is not None:
+            fm = np.asarray(file_mask, dtype=bool)
+            cols = fm if fm.ndim == 1 else fm.any(0)
+        elif measured is not None:
+            cols = np.asarray(measured, dtype=bool)
+        if cols is None or cols.shape != (shape[1],) or cols[lo:hi].all():
+            return
+        raise ValueError(
+            f"--mask-type {self.kind}: {file_name or 'the file'} is already undersampled "
+            f"({int(cols[lo:hi].sum())} of {hi - lo} acquired columns measured); a "
+            "retrospective mask would take columns that were never acquired for measured "
+            "zeros. Use --mask-type auto (keep the file's own sampling)"
+        )
+
     def resolve(
         self,
         shape: tuple[int, int],
@@ -214,6 +240,8 @@ class MaskSpec:
                     return torch.from_numpy(cols.copy()), "measured (auto)"
             m = replace(self, kind="random").build(shape, None, padding, file_name)
             return m, "random (auto)"
+        if self.kind != "file":
+            self._refuse_undersampled(shape, file_mask, padding, file_name, measured)
         if self.kind == "file":
             if file_mask is None:
                 raise ValueError("--mask-type file: the file has no 'mask' dataset")

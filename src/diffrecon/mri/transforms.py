@@ -31,6 +31,18 @@ def crop_target(target: Any, shape: tuple[int, ...]) -> np.ndarray:
     return center_crop(t, tuple(shape[-2:])).numpy()
 
 
+def evaluation_view(target: Any, *images: Any) -> list[np.ndarray]:
+    """``target`` and ``images`` (``(..., H, W)``) as fastMRI's ``evaluate.py`` compares
+    them: the target cropped to the images' size, then all centre-cropped to a square of
+    its width (when it is at least that tall, as ``evaluate.py`` requires)."""
+    t = crop_target(target, np.shape(images[0]))
+    w = t.shape[-1]
+    out = [t, *(np.asarray(im) for im in images)]
+    if t.shape[-2] < w:
+        return out
+    return [center_crop(torch.from_numpy(np.ascontiguousarray(a)), (w, w)).numpy() for a in out]
+
+
 def remove_readout_oversampling(kspace: np.ndarray, size: int) -> np.ndarray:
     """Crop the readout (axis -2) of k-space ``(..., H, W)`` to ``size`` in image space and
     return to k-space (the 2x readout oversampling of raw fastMRI data)."""
