@@ -451,7 +451,14 @@ def main() -> None:
         help="also the rows of issue 29: L1 with lambda from held-out k-space (l1-holdout) and "
         "daps-mri with the hold-out check and guard (daps-mri-guarded, the default now)",
     )
+    ap.add_argument(
+        "--classical-only",
+        action="store_true",
+        help="only the rows without a sampler (zero-filled, L1, BART, their hold-out rows)",
+    )
     args = ap.parse_args()
+    if args.classical_only:
+        args.presets, args.holdout_finish = [], False
 
     torch.manual_seed(0)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -511,7 +518,7 @@ def main() -> None:
                 row = bart_holdout_row(prepared, target, ci)
                 if row is not None:
                     record(base | {"method": "bart-holdout"} | row)
-            if args.guarded and (case, "daps-mri-guarded") not in cache:
+            if args.guarded and not args.classical_only and (case, "daps-mri-guarded") not in cache:
                 row, _ = preset_row(
                     prepared, target, prior, "daps-mri", args.draws, ci, holdout=True
                 )

@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 
 from diffrecon.calibration_run import diagram_path
-from diffrecon.cli import main
+from diffrecon.cli import CORRELATION_WARN, SCALE_WARN, main
 from diffrecon.io.results import read_results
 
 RUN = ["--sampler", "daps-fast", "--steps", "2", "--draws", "3", "--quiet"]
@@ -19,7 +19,7 @@ RUN = ["--sampler", "daps-fast", "--steps", "2", "--draws", "3", "--quiet"]
 def _calibrate(tmp_path, kfile, bundle, *extra):
     out = tmp_path / "cal.json"
     args = ["calibrate", str(kfile), "-o", str(out), "--prior", str(bundle), *RUN]
-    return main([*args, "--level", "0.5", *extra]), out
+    return main([*args, "--interval-level", "0.5", *extra]), out
 
 
 def test_calibrate_then_reconstruct_with_calibrated_intervals(
@@ -27,9 +27,14 @@ def test_calibrate_then_reconstruct_with_calibrated_intervals(
 ):
     rc, cal_path = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle)
     assert rc == 0, capsys.readouterr().err
-    line = capsys.readouterr().out
+    cap = capsys.readouterr()
+    line = cap.out
     assert "2 slices" in line and "lambda" in line
     cal = json.loads(cal_path.read_text())
+    # a large scale or a std that does not track the error is said (issue 28 #14)
+    corr = cal["report"]["std_error_correlation"]["foreground"]
+    weak = cal["lambda"] > SCALE_WARN or corr < CORRELATION_WARN
+    assert ("the std says little about where the errors are" in cap.err) == weak
     assert cal["format"] == "diffrecon-calibration" and cal["level"] == 0.5
     assert cal["valid_for"]["draws"] == 3 and cal["valid_for"]["prior"] == "tiny"
     assert cal["calibration_slices"] == 2 and cal["lambda"] > 0

@@ -173,10 +173,12 @@ def test_summary_line_reports_fastmri_volume_metrics(
     tmp_path, tiny_kspace_file, tiny_bundle, capsys
 ):
     """The printed PSNR/SSIM/NMSE are evaluate.py's for the slices as one volume (data range
-    the target volume's max), recomputed here from the result file and the target."""
+    the target volume's max, both cropped to the target's square), recomputed here from the
+    result file and the target."""
     import re
 
     from diffrecon import metrics
+    from diffrecon.mri.transforms import evaluation_view
 
     out = tmp_path / "out"
     args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
@@ -185,16 +187,15 @@ def test_summary_line_reports_fastmri_volume_metrics(
     res = read_results(out / "tiny.h5")
     with h5py.File(tiny_kspace_file) as f:
         target = f["reconstruction_rss"][()][res.slice_indices]
-    want = metrics.evaluate(target, res.reconstruction)
+    target, recon = evaluation_view(target, res.reconstruction)
+    want = metrics.evaluate(target, recon)
     got = re.search(r"volume PSNR ([\d.]+) dB SSIM ([\d.]+) NMSE ([\d.]+)", line)
     assert got is not None, line
     assert float(got.group(1)) == pytest.approx(want["psnr"], abs=0.006)
     assert float(got.group(2)) == pytest.approx(want["ssim"], abs=6e-5)
     assert float(got.group(3)) == pytest.approx(want["nmse"], abs=6e-5)
     # per-slice averages would differ: the volume's data range is not each slice's
-    per_slice = np.mean(
-        [metrics.psnr(t, r) for t, r in zip(target, res.reconstruction, strict=True)]
-    )
+    per_slice = np.mean([metrics.psnr(t, r) for t, r in zip(target, recon, strict=True)])
     assert abs(per_slice - want["psnr"]) > 1e-3
 
 
@@ -242,3 +243,12 @@ def test_help_is_plain_text_and_states_the_presets_own_levels(capsys):
     for name, parser in sub.choices.items():
         for action in parser._actions:
             assert action.help, (name, action.dest)
+
+
+def test_escape_sequences_in_a_file_name_do_not_reach_the_terminal(tmp_path, capsys):
+    """A file name carrying ESC or CR is shown escaped in errors (issue 28 #8e)."""
+    evil = tmp_path / "a\x1b[2Jb\rc.h5"
+    evil.write_bytes(b"not hdf5")
+    assert main(["reconstruct", str(evil), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\r" not in err and "\\x1b[2Jb\\rc.h5" in err

@@ -80,6 +80,12 @@ def test_json_round_trip_and_mismatch():
     assert back.mismatch(dict(key)) is None
     why = back.mismatch({**key, "draws": 8})
     assert "draws is 8" in why and "made with 4" in why
+    # values no fit produces are refused, naming the field (issue 28 #8b)
+    for field_, bad in (("lambda", -1.0), ("lambda", float("nan")), ("level", 1.5)):
+        with pytest.raises(ValueError, match=f"{field_} must"):
+            Calibration.from_dict({**cal.as_dict(), field_: bad})
+    with pytest.raises(ValueError, match="no slices"):
+        Calibration.from_dict({**cal.as_dict(), "calibration_slices": 0})
 
 
 def test_posterior_intervals(tiny_problem_posterior):

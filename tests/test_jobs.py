@@ -252,6 +252,14 @@ def test_auto_mask_keeps_the_sampling_of_an_undersampled_file(tmp_path, tiny_ksp
     with pytest.raises(ValueError, match=r"already undersampled \(\d+ of 32"):
         _ = again.sampling_mask
     assert np.array_equal(ReconstructionJob(under, slices=[0]).sampling_mask.numpy(), cols)
+    # a calibration made at 4x does not fit the file's own ~2.3x sampling (issue 28 #8b)
+    from diffrecon.uncertainty.conformal import Calibration
+
+    own = ReconstructionJob(under, slices=[0], prior="tiny")
+    cal = Calibration(0.9, 1.0, own.calibration_key(), slices=10, pixels=100, version="x")
+    own = ReconstructionJob(under, slices=[0], prior="tiny", calibration=cal)
+    with pytest.raises(ValueError, match="own sampling at 2.3x; the calibration was made at 4x"):
+        own.check_calibration()
 
 
 def test_the_run_record_round_trips_and_says_which_mask_was_used(

@@ -39,6 +39,12 @@ class _Help(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+def _term(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, carriage returns
+    in a file name) shown as escapes instead of acting on the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _parser() -> argparse.ArgumentParser:
     from diffrecon._version import __version__
 
@@ -126,7 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("inputs", nargs="+", type=Path, help="fully sampled fastMRI .h5 files")
     cal.add_argument("-o", "--out", type=Path, required=True, help="calibration .json")
     _run_options(cal)
-    cal.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    cal.add_argument(
+        "--interval-level",
+        "--level",
+        dest="level",
+        type=float,
+        default=0.9,
+        help="interval level (reconstruct's --interval-level; --level is the old spelling)",
+    )
     cal.add_argument("--overwrite", action="store_true", help="replace an existing file")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -431,7 +444,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     def start(n: int, dashboard: str | None) -> None:
         if warning is not None:
-            print(f"diffrecon: warning: {warning}", file=sys.stderr)
+            print(_term(f"diffrecon: warning: {warning}"), file=sys.stderr)
         if dashboard and not args.quiet:
             print(f"Dask dashboard: {dashboard}", flush=True)
         bars["slices"] = tqdm(total=n, unit="slice", disable=args.quiet)
@@ -447,7 +460,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     def done(name: str, idx: int, figures: Any, error: str | None) -> None:
         if error is not None:
-            print(f"diffrecon: {name} slice {idx} failed: {error}", file=sys.stderr)
+            print(_term(f"diffrecon: {name} slice {idx} failed: {error}"), file=sys.stderr)
         fit = (figures or {}).get("data_residual")
         if fit is not None and not RESIDUAL_OK[0] <= fit <= RESIDUAL_OK[1]:
             far.setdefault(name, []).append(idx)
@@ -486,22 +499,30 @@ def _reconstruct(args: argparse.Namespace) -> int:
     for row in rows:
         name = Path(row["input"]).name
         if row["status"] == "done":
-            print(_summary_line(name, row))
+            print(_term(_summary_line(name, row)))
         elif row["status"] == "skipped (done)":
-            print(f"{name}: {row['status']}")
+            print(_term(f"{name}: {row['status']}"))
         else:
             bad += 1
-            print(f"diffrecon: {name}: {row['status']}: {row['error']}", file=sys.stderr)
+            print(_term(f"diffrecon: {name}: {row['status']}: {row['error']}"), file=sys.stderr)
         for idx, check in checks.get(name, []):
-            print(f"diffrecon: warning: {name} slice {idx}: {check.warning()}", file=sys.stderr)
+            print(
+                _term(f"diffrecon: warning: {name} slice {idx}: {check.warning()}"), file=sys.stderr
+            )
         if far.get(name):
             print(
-                f"diffrecon: warning: {name} slices {sorted(far[name])}: the posterior mean's "
-                "data residual is far from the noise level (check the noise estimate, "
-                "--noise-std, coil maps)",
+                _term(
+                    f"diffrecon: warning: {name} slices {sorted(far[name])}: the posterior "
+                    "mean's data residual is far from the noise level (check the noise "
+                    "estimate, --noise-std, coil maps)"
+                ),
                 file=sys.stderr,
             )
-    print(f"{len(rows) - bad} of {len(rows)} inputs done; manifest: {args.out / 'manifest.csv'}")
+    print(
+        _term(
+            f"{len(rows) - bad} of {len(rows)} inputs done; manifest: {args.out / 'manifest.csv'}"
+        )
+    )
     return 1 if bad else 0
 
 
@@ -524,6 +545,11 @@ def _summary_line(name: str, row: dict[str, Any]) -> str:
     return f"{msg} -> {row['output']}"
 
 
+# calibrate warns when the fitted scale is this large or the std tracks the error this little
+SCALE_WARN = 10.0
+CORRELATION_WARN = 0.1
+
+
 def _calibrate(args: argparse.Namespace) -> None:
     from diffrecon.calibration_run import calibrate_files, diagram_path, write_calibration
     from diffrecon.jobs import ReconstructionJob
@@ -540,12 +566,21 @@ def _calibrate(args: argparse.Namespace) -> None:
 
     def report(name: str, idx: int, secs: float) -> None:
         if not args.quiet:
-            print(f"{name} slice {idx}: {secs:.1f} s", flush=True)
+            print(_term(f"{name} slice {idx}: {secs:.1f} s"), flush=True)
 
     cal = calibrate_files(jobs, level=args.level, on_slice=report)
     out = write_calibration(args.out, cal, overwrite=args.overwrite)
     rep = cal.report
     fg = rep["gaussian"]["foreground"]
+    corr = rep["std_error_correlation"]["foreground"]
+    if cal.lam > SCALE_WARN or corr < CORRELATION_WARN:
+        print(
+            f"diffrecon: warning: the intervals needed scaling by {cal.lam:.3g} and the std "
+            f"tracks the error with correlation {corr:.2f}: they hold their level on "
+            "average, but the std says little about where the errors are (more draws, "
+            "another prior?)",
+            file=sys.stderr,
+        )
     print(
         f"{cal.slices} slices, {cal.pixels} foreground pixels in {rep['seconds']:.0f} s: "
         f"uncalibrated mean+-z std covers {fg[str(args.level)]:.1%} at {args.level:.0%} "
@@ -648,13 +683,13 @@ def main(argv: list[str] | None = None) -> int:
             _train_prior(args)
         return 0
     except (BadInput, FastMRIError, PriorLoadError, ValueError) as err:
-        print(f"diffrecon: error: {err}", file=sys.stderr)
+        print(_term(f"diffrecon: error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("diffrecon: interrupted", file=sys.stderr)
         return 1
     except Exception as err:  # a failure, not bad input: one line, exit 1
-        print(f"diffrecon: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        print(_term(f"diffrecon: failed: {type(err).__name__}: {err}"), file=sys.stderr)
         return 1
 
 

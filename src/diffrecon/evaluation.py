@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from diffrecon import metrics
+from diffrecon.io.h5 import refuse_external_data
 from diffrecon.io.results import read_results
 from diffrecon.mri.transforms import center_crop
 
@@ -44,6 +45,10 @@ class VolumeScore:
 def score_file(result: Path, target: Path, challenge: str = "multicoil") -> VolumeScore:
     """The metrics of one result file against its target file."""
     key = TARGET_KEYS[challenge]
+    if not Path(target).is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{target}: not a regular file")
+    with h5py.File(target, "r") as f:  # its links could read any file (or a FIFO)
+        refuse_external_data(f, str(target))
     res = read_results(result)
     with h5py.File(target, "r") as f:
         if key not in f:

@@ -259,6 +259,16 @@ class ReconstructionJob:
         (after the prior is loaded: its name counts)."""
         if self.calibration is not None:
             why = self.calibration.mismatch(self.calibration_key())
+            made = self.calibration.valid_for.get("acceleration")
+            record = self.record
+            own = record.mask_type.startswith(("file", "measured"))
+            if why is None and own and isinstance(made, int | float) and made > 0:
+                # the file's own sampling, not the one asked for: its real acceleration counts
+                if abs(record.acceleration - made) > 0.1 * made:
+                    why = (
+                        f"the file carries its own sampling at {record.acceleration:.1f}x; the "
+                        f"calibration was made at {made:g}x"
+                    )
             if why is not None:
                 raise ValueError(f"the calibration does not fit this run: {why}")
 

@@ -94,3 +94,16 @@ def test_window_is_robust_and_never_empty():
     c, w = window(vol, from_zero=False)
     assert c + w / 2 < 2 and w > 0.9
     assert window(np.zeros(5), from_zero=True)[1] > 0
+
+
+def test_a_geometry_no_image_can_have_is_refused_naming_its_source():
+    """Zero or NaN spacing in the result, a degenerate --reference: one clear error, not
+    nibabel's HeaderDataError (issue 28 #8e)."""
+    for bad in ("[0, 0]", "[NaN, 1]"):
+        with pytest.raises(ValueError, match="result's header: pixel spacing"):
+            geometry({"pixel_spacing_mm": bad})
+    ref = pydicom.Dataset()
+    ref.ImageOrientationPatient = [1, 0, 0, 1, 0, 0]  # parallel row and column directions
+    with pytest.raises(ValueError, match="--reference DICOM: orientation .* degenerate"):
+        geometry({}, ref)
+    assert geometry({"pixel_spacing_mm": "[0.5, 0.7]"}).pixel_spacing == (0.5, 0.7)

@@ -51,6 +51,24 @@ def test_bad_arguments_are_refused_before_work(
     assert not out.exists()
 
 
+def test_all_zero_kspace_is_named_as_such_before_work(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    """Not "the mask samples nothing": the data are empty (issue 28 #8e)."""
+
+    def zero(d):
+        k = d["kspace"][()]
+        del d["kspace"]
+        d.create_dataset("kspace", data=np.zeros_like(k))
+
+    bad = _copy(tiny_kspace_file, tmp_path / "zero.h5", zero)
+    out = tmp_path / "out"
+    assert _reconstruct(bad, out, tiny_bundle) == 2
+    err = capsys.readouterr().err
+    assert "all zeros: there is nothing to reconstruct" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_nan_in_a_later_slice_is_found_before_the_first_is_reconstructed(
     tmp_path, tiny_kspace_file, tiny_bundle, capsys
 ):
@@ -97,6 +115,54 @@ def test_files_that_read_other_files_are_refused(tmp_path, tiny_kspace_file, tin
         assert _reconstruct(f, tmp_path / "out", tiny_bundle) == 2
         assert match in capsys.readouterr().err
     assert main(["info", str(tmp_path / "f0.h5")]) == 2
+
+
+def test_maps_targets_and_bundles_never_read_other_files_or_fifos(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    """Every reader refuses what the k-space reader refuses: --maps files with external
+    links, evaluate's targets with them, and FIFOs as --maps or bundle files (which would
+    block forever) (issue 28 #8)."""
+    import os
+    import shutil
+
+    from diffrecon.evaluation import score_file
+    from diffrecon.io.arrays import read_maps
+    from diffrecon.priors import load
+    from diffrecon.priors.checkpoints import PriorLoadError
+
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f.create_dataset("x", data=np.ones((4, 40, 32), np.complex64))
+    linked = tmp_path / "maps.h5"
+    with h5py.File(linked, "w") as f:
+        f["maps"] = h5py.ExternalLink(str(secret), "x")
+    with pytest.raises(ValueError, match="external link"):
+        read_maps(linked, (4, 40, 32), 2)
+    fifo = tmp_path / "maps.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_maps(fifo, (4, 40, 32), 2)
+    target = _copy(
+        tiny_kspace_file,
+        tmp_path / "t.h5",
+        lambda d: (
+            d.__delitem__("reconstruction_rss"),
+            d.__setitem__("reconstruction_rss", h5py.ExternalLink(str(secret), "x")),
+        ),
+    )
+    with pytest.raises(ValueError, match="external link"):
+        score_file(tmp_path / "unused.h5", target)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    for name in ("model.safetensors", "config.json"):
+        real = bundle / name
+        real.rename(tmp_path / name)
+        os.mkfifo(real)
+        with pytest.raises(PriorLoadError, match="not a regular file"):
+            load(bundle)
+        real.unlink()
+        (tmp_path / name).rename(real)
 
 
 def test_groups_and_empty_axes_are_named(tmp_path, tiny_kspace_file, tiny_bundle, capsys):

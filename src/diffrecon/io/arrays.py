@@ -94,12 +94,17 @@ def read_maps(source: Any, want: tuple[int, int, int], num_slices: int) -> np.nd
     m = source
     if isinstance(m, str | Path):
         p = Path(m)
+        if not p.is_file():  # a FIFO would block the read forever
+            raise ValueError(f"--maps {p}: no such file (or not a regular file)")
         if p.suffix == ".npy":
             m = np.load(p, allow_pickle=False)
         elif p.suffix in (".h5", ".hdf5"):
             import h5py
 
+            from diffrecon.io.h5 import refuse_external_data
+
             with h5py.File(p, "r") as f:
+                refuse_external_data(f, f"--maps {p}")
                 if "maps" not in f:
                     raise ValueError(f"{p}: no 'maps' dataset")
                 m = f["maps"][()]

@@ -53,7 +53,32 @@ def geometry(attrs: dict[str, Any], reference: Any = None) -> Geometry:
             g = replace(g, origin=tuple(float(v) for v in reference.ImagePositionPatient))
         if not g.from_header and "PixelSpacing" in reference:
             g = replace(g, pixel_spacing=tuple(float(v) for v in reference.PixelSpacing))
+    _check_geometry(g)
     return g
+
+
+def _check_geometry(g: Geometry) -> None:
+    """Refuse a geometry no image can have, naming where it came from (a NIfTI or DICOM
+    writer would otherwise fail deep inside, or write a volume no viewer can place)."""
+    where = "the result's header" if g.from_header else "the --reference DICOM"
+    sp = np.asarray(g.pixel_spacing, dtype=np.float64)
+    if sp.shape != (2,) or not (np.isfinite(sp).all() and (sp > 0).all()):
+        raise ValueError(f"{where}: pixel spacing {tuple(sp)} is not two positive numbers")
+    if not (np.isfinite(g.thickness) and g.thickness > 0):
+        raise ValueError(f"slice thickness {g.thickness} is not a positive number")
+    o = np.asarray(g.orientation, dtype=np.float64)
+    if o.shape != (6,) or not np.isfinite(o).all():
+        raise ValueError(f"the --reference DICOM: orientation {tuple(o)} is not six numbers")
+    row, col = o[:3], o[3:]
+    if min(np.linalg.norm(row), np.linalg.norm(col)) < 1e-3 or np.linalg.norm(
+        np.cross(row, col)
+    ) < 1e-3 * np.linalg.norm(row) * np.linalg.norm(col):
+        raise ValueError(
+            f"the --reference DICOM: orientation {tuple(o)} is degenerate (its row and "
+            "column directions must be non-zero and not parallel)"
+        )
+    if not np.isfinite(np.asarray(g.origin, dtype=np.float64)).all():
+        raise ValueError(f"the --reference DICOM: position {tuple(g.origin)} is not finite")
 
 
 def _json(value: Any) -> Any:

@@ -236,6 +236,11 @@ class MaskSpec:
             if measured is not None:
                 lo, hi = padding if padding is not None else (0, w)
                 cols = np.asarray(measured, dtype=bool)
+                if not cols.any():  # not a sampling pattern: no data at all
+                    raise ValueError(
+                        f"{file_name or 'the file'}: the k-space of its first slice is all "
+                        "zeros: there is nothing to reconstruct"
+                    )
                 if cols.shape == (w,) and not cols[lo:hi].all():
                     return torch.from_numpy(cols.copy()), "measured (auto)"
             m = replace(self, kind="random").build(shape, None, padding, file_name)

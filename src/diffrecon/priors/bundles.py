@@ -33,8 +33,8 @@ def available() -> list[str]:
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from ``.safetensors`` or a ``weights_only`` torch file; anything else refused."""
     path = Path(path)
-    if not path.exists():
-        raise PriorLoadError(f"weights file not found: {path}")
+    if not path.is_file():  # a FIFO or a folder would block or fail deep inside the reader
+        raise PriorLoadError(f"weights file not found (or not a regular file): {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -212,16 +212,18 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Learne
             )
         p = shipped
     cfg_path = p / "config.json"
-    if not cfg_path.exists():
-        raise PriorLoadError(f"{p} is not a prior bundle: config.json is missing")
+    if not cfg_path.is_file():  # a FIFO named config.json would block the read forever
+        raise PriorLoadError(
+            f"{p} is not a prior bundle: config.json is missing (or not a regular file)"
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PriorLoadError(f"{cfg_path} is not valid JSON: {err}") from err
     validate_config(config, str(cfg_path))
     weights = p / "model.safetensors"
-    if not weights.exists():
-        raise PriorLoadError(f"weights file not found: {weights}")
+    if not weights.is_file():
+        raise PriorLoadError(f"weights file not found (or not a regular file): {weights}")
     digest = config.get("weights_sha256")
     if digest is not None and _sha256(weights) != digest:
         raise PriorLoadError(

@@ -290,7 +290,7 @@ def open_prior(
     from diffrecon.priors.bundles import load
 
     p = Path(spec)
-    if p.is_dir() and format in ("auto", "diffusers") and (p / "config.json").exists():
+    if p.is_dir() and format in ("auto", "diffusers") and (p / "config.json").is_file():
         try:
             cfg = json.loads((p / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -214,7 +214,7 @@ class Calibration:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError(f"{source} is not a {FORMAT} file")
         try:
-            return cls(
+            cal = cls(
                 level=float(d["level"]),
                 lam=float(d["lambda"]),
                 valid_for=dict(d["valid_for"]),
@@ -225,6 +225,15 @@ class Calibration:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source} lacks or garbles a field: {err}") from err
+        # values no fit produces: a negative or non-finite scale inverts or breaks every
+        # interval (lower > upper) while the result would say it is calibrated
+        if not (math.isfinite(cal.lam) and cal.lam >= 0):
+            raise ValueError(f"{source}: lambda must be a finite number >= 0, got {cal.lam}")
+        if not 0 < cal.level < 1:
+            raise ValueError(f"{source}: level must lie in (0, 1), got {cal.level}")
+        if cal.slices < 1 or cal.pixels < 1:
+            raise ValueError(f"{source}: it was fitted on no slices or pixels")
+        return cal
 
 
 def _norm(v: Any) -> Any:
