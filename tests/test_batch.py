@@ -84,6 +84,43 @@ def test_resume_redoes_only_the_missing_slices(tmp_path, folder, tiny_bundle):
     )
     skipped = reconstruct_files([folder / "f0.h5"], out, resume=True, **_settings(tiny_bundle))
     assert skipped[0]["status"] == "skipped (done)"
+    # a truncated output is not "done": --resume redoes it (issue 28 #8c)
+    data = (out / "f0.h5").read_bytes()
+    (out / "f0.h5").write_bytes(data[: len(data) // 3])
+    redone = reconstruct_files([folder / "f0.h5"], out, resume=True, **_settings(tiny_bundle))
+    assert redone[0]["status"] == "done"
+    np.testing.assert_array_equal(
+        read_results(out / "f0.h5").reconstruction,
+        read_results(tmp_path / "fresh" / "f0.h5").reconstruction,
+    )
+
+
+def test_a_truncated_part_is_redone_and_a_full_disk_fails_one_file(
+    tmp_path, folder, tiny_bundle, monkeypatch
+):
+    """A part left truncated (a killed writer) is redone on --resume, not a raw HDF5 error;
+    an error while writing a file's output fails that file, and the manifest is written
+    (issue 28 #8c)."""
+    import diffrecon.batch as batch
+
+    out = tmp_path / "out"
+    first = reconstruct_files([folder / "f0.h5"], out, **_settings(tiny_bundle))
+    part = out / ".f0.h5.parts" / "slice0000.h5"
+    part.parent.mkdir()
+    part.write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    (out / "f0.h5").unlink()
+    rows = reconstruct_files([folder / "f0.h5"], out, resume=True, **_settings(tiny_bundle))
+    assert rows[0]["status"] == "done" and first[0]["status"] == "done"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch, "merge_parts", full_disk)
+    files = [folder / "f0.h5", folder / "f1.h5"]
+    rows = reconstruct_files(files, tmp_path / "o2", **_settings(tiny_bundle))
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert rows[0]["error"] == "writing f0.h5: No space left on device"
+    assert (tmp_path / "o2" / "manifest.csv").exists()
 
 
 def test_a_bad_file_and_a_failing_slice_do_not_stop_the_batch(

@@ -252,3 +252,15 @@ def test_escape_sequences_in_a_file_name_do_not_reach_the_terminal(tmp_path, cap
     assert main(["reconstruct", str(evil), "-o", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and "\\x1b[2Jb\\rc.h5" in err
+
+
+def test_progress_bars_stay_out_of_a_redirected_log(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    """stderr is not a terminal here (captured): no bar, so no carriage returns in a log
+    (issue 28 #15); the summary line is still printed."""
+    out = tmp_path / "o"
+    args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
+    assert main([*args, "--slices", "1", "--steps", "2", "--draws", "2", "--no-holdout"]) == 0
+    cap = capsys.readouterr()
+    assert "\r" not in cap.err and "step/s" not in cap.err and "tiny.h5: 1 slice(s)" in cap.out

@@ -125,6 +125,10 @@ def test_cli_evaluate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 volume(s): NMSE = " in out and "PSNR = " in out and "+/-" in out
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 3
+    # a target without a result is named, not skipped in silence (issue 28 #15)
+    shutil.copy(next(targets.glob("*.h5")), targets / "extra.h5")
+    assert main(["evaluate", str(targets), str(preds)]) == 0
+    assert "1 target(s) have no result: extra.h5" in capsys.readouterr().err
     shutil.rmtree(targets)
     targets.mkdir()
     assert main(["evaluate", str(targets), str(preds)]) == 2  # nothing to compare: refused

@@ -145,15 +145,16 @@ def plan_files(
             job = _job(path, {**settings, "prior": "unused"})
             job.check_input()
             plan.slices = list(job.slice_indices)
-            if output.exists() and resume:
+            if output.exists() and resume and _readable(output):
                 plan.status = "skipped (done)"
-            elif output.exists() and not overwrite:
+            elif output.exists() and not (overwrite or resume):
                 raise ValueError(f"{output} exists: pass --overwrite or --resume")
             else:
                 nii = nifti_path(out, output.stem, "mean")
                 if nifti and nii.exists() and not (overwrite or resume):
                     raise ValueError(f"{nii} exists: pass --overwrite to replace it")
-                done = {i for i in plan.slices if resume and plan.part(i).exists()}
+                # a part a killed writer or a full disk left truncated is redone, not merged
+                done = {i for i in plan.slices if resume and _readable(plan.part(i))}
                 if not resume and plan.parts.exists():
                     shutil.rmtree(plan.parts)
                 plan.todo = [i for i in plan.slices if i not in done]
@@ -161,6 +162,19 @@ def plan_files(
             plan.error, plan.status = str(err), "refused"
         plans.append(plan)
     return plans
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a result file that opens (a truncated one does not)."""
+    from diffrecon.io.results import read_attrs
+
+    if not path.is_file():
+        return False
+    try:
+        read_attrs(path)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_THREADS": "1"}
@@ -316,7 +330,7 @@ def reconstruct_files(
         if cluster is not None:
             client.close()
             cluster.close()
-    rows = [_finish(plan, settings, figures, failed, nifti) for plan in plans]
+    rows = [_finish_safely(plan, settings, figures, failed, nifti) for plan in plans]
     for row in rows:
         row["batch_seconds"] = round(time.perf_counter() - t0, 1)
     write_manifest(out, rows)
@@ -368,6 +382,21 @@ def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> No
             on_slice(
                 plan.input.name, idx, figures.get((plan.input, idx)), failed.get((plan.input, idx))
             )
+
+
+def _finish_safely(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict:
+    """:func:`_finish`, with a failure to write (a full disk) reported in the file's row
+    in one line instead of ending the batch without a manifest."""
+    try:
+        return _finish(plan, settings, figures, failed, nifti)
+    except OSError as err:
+        return {
+            "input": str(plan.input),
+            "output": str(plan.output),
+            "status": "failed",
+            "slices": len(plan.slices),
+            "error": f"writing {plan.output.name}: {err.strerror or err}",
+        }
 
 
 def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict[str, Any]:

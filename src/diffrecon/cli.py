@@ -98,7 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         "written)",
     )
     rec.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    rec.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    rec.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (bars are off anyway when stderr is not a terminal); the "
+        "one summary line per file stays, warnings and errors go to stderr",
+    )
     rec.add_argument(
         "--workers",
         type=int,
@@ -447,14 +452,17 @@ def _reconstruct(args: argparse.Namespace) -> int:
             print(_term(f"diffrecon: warning: {warning}"), file=sys.stderr)
         if dashboard and not args.quiet:
             print(f"Dask dashboard: {dashboard}", flush=True)
-        bars["slices"] = tqdm(total=n, unit="slice", disable=args.quiet)
+        # disable=None: no bar when stderr is not a terminal (a redirected log gets no \r)
+        bars["slices"] = tqdm(total=n, unit="slice", disable=True if args.quiet else None)
 
     def step(state: Any) -> None:
         bar = bars.get("steps")
         if bar is None or state.i == 0:
             if bar is not None:
                 bar.close()
-            bar = bars["steps"] = tqdm(unit="step", leave=False, disable=args.quiet)
+            bar = bars["steps"] = tqdm(
+                unit="step", leave=False, disable=True if args.quiet else None
+            )
         bar.total = state.n
         bar.update(1)
 
@@ -612,6 +620,15 @@ def _evaluate(args: argparse.Namespace) -> None:
             f"{s.name}: {s.slices} slice(s), NMSE {s.nmse:.4g} PSNR {s.psnr:.4g} SSIM {s.ssim:.4g}"
         )
     print(f"{len(scores)} volume(s): {summary_line(summary)}")
+    unscored = sorted(
+        t.name for t in Path(args.targets).glob("*.h5") if not (args.predictions / t.name).exists()
+    )
+    if unscored:  # evaluate.py would stop at them; say which were left out
+        shown = ", ".join(unscored[:5]) + (" ..." if len(unscored) > 5 else "")
+        print(
+            _term(f"diffrecon: note: {len(unscored)} target(s) have no result: {shown}"),
+            file=sys.stderr,
+        )
     if args.csv is not None:
         write_scores_csv(args.csv, scores)
 

@@ -49,7 +49,7 @@ def run_demo(
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc="DAPS", unit="level")
+        bar = tqdm(desc="DAPS", unit="level", disable=None)  # none in a redirected log
 
     def tick(state):
         if bar is not None:

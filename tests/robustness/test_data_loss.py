@@ -89,6 +89,22 @@ def test_evaluate_never_writes_its_csv_over_a_file_it_scores(tmp_path, copy_of_i
     assert _digest(copy_of_input) == before
 
 
+def test_a_manifest_that_is_a_link_is_replaced_not_followed(copy_of_input, tiny_bundle, tmp_path):
+    """``OUT/manifest.csv`` as a symlink to another file: the link is replaced by the new
+    manifest, its target left as it was (issue 28 #6)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "precious.csv"
+    elsewhere.write_text("keep me\n")
+    (out / "manifest.csv").symlink_to(elsewhere)
+    args = ["reconstruct", str(copy_of_input), "-o", str(out), "--prior", str(tiny_bundle)]
+    assert main([*args, *RUN, "--no-holdout"]) == 0
+    assert elsewhere.read_text() == "keep me\n"
+    assert (
+        not (out / "manifest.csv").is_symlink() and "status" in (out / "manifest.csv").read_text()
+    )
+
+
 def test_outputs_follow_the_umask_not_owner_only(tmp_path):
     """Temporaries are made owner-only; outputs get what open()/mkdir() would give under
     the user's umask (group-readable on shared lab servers with umask 022; issue 28 #7)."""

@@ -30,12 +30,18 @@ from diffrecon.mri.coils import espirit_sets, phase_reference
 from diffrecon.mri.holdout import HoldoutSplit
 from diffrecon.mri.preprocess import PreparedSlice
 from diffrecon.mri.sparsity import l1_wavelet_fista
-from diffrecon.mri.validation import L1_GRID, MARGIN, tune_l1
+from diffrecon.mri.validation import L1_GRID, tune_l1
 from diffrecon.operators.mri import MulticoilMRI, SoftSENSE
 
 # "soft-sense-p": two ESPIRiT sets weighted by their eigenvalues to the power p, collapsed
 MAP_VARIANTS = ("espirit", "soft-sense-1", "soft-sense-2")
 COLLAPSE_ITERS = 60  # FISTA iterations of the two-set reconstruction
+# a two-set variant replaces ESPIRiT when its held-out score is this much lower (relative).
+# Narrower than the finish's margin: the candidates are deterministic L1 images on one
+# split, not draws, and on the 13 bench cases measured the lowest score had the highest
+# PSNR every time (differences of 1.3% and 1.5% still meant +0.5 and +1.9 dB; ties within
+# 0.2% were ties in PSNR too): docs/validation.md
+MAPS_MARGIN = 0.005
 
 
 @dataclass(frozen=True)
@@ -96,10 +102,10 @@ def choose_maps(
 ) -> tuple[PreparedSlice, PreparedSlice, MapsChoice]:
     """Score each :data:`MAP_VARIANTS` by how well a self-tuned L1-wavelet image with its
     maps, built from the fit samples of ``split``, predicts the held-out ones; a two-set
-    variant is chosen only when it beats plain ESPIRiT by more than :data:`~diffrecon.mri.
-    validation.MARGIN`. Returns ``(scoring, final, choice)``: ``scoring`` carries the
-    chosen maps as built from the fit samples (for an honest hold-out check of the
-    sampler), ``final`` as rebuilt from all the samples (for the reconstruction)."""
+    variant is chosen only when it beats plain ESPIRiT by more than :data:`MAPS_MARGIN`.
+    Returns ``(scoring, final, choice)``: ``scoring`` carries the chosen maps as built
+    from the fit samples (for an honest hold-out check of the sampler), ``final`` as
+    rebuilt from all the samples (for the reconstruction)."""
     t0 = time.perf_counter()
     fit = split.restrict(prepared)
     lam0, score0 = tune_l1(prepared, split, fit)
@@ -115,7 +121,7 @@ def choose_maps(
         )
         scoring[variant] = candidate
     best = min(scores, key=scores.get)
-    if scores[best] >= score0 * (1 - MARGIN):
+    if scores[best] >= score0 * (1 - MAPS_MARGIN):
         best = MAP_VARIANTS[0]
     final = prepared
     if best != MAP_VARIANTS[0]:
