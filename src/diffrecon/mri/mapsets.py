@@ -55,23 +55,29 @@ class MapsChoice:
 
 
 def collapsed_maps(
-    prepared: PreparedSlice, power: float, lam: float, iters: int = COLLAPSE_ITERS
+    prepared: PreparedSlice,
+    power: float,
+    lam: float,
+    iters: int = COLLAPSE_ITERS,
+    sets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One set of unit-norm maps ``(coils, H, W)`` from two ESPIRiT sets of ``prepared``'s
     calibration region, weighted by eigenvalue ** ``power``, through a two-set L1-wavelet
     reconstruction of ``prepared``'s data (weight ``lam``, as :data:`~diffrecon.mri.
-    validation.L1_GRID`); where that reconstruction is empty (background) the first set."""
+    validation.L1_GRID`); where that reconstruction is empty (background) the first set.
+    ``sets``: :func:`~diffrecon.mri.coils.espirit_sets` of the region when the caller has
+    them (they come from the ACS alone, the same for the fit samples and all of them)."""
     if prepared.calib_region is None:
         raise ValueError("two-set maps need the calibration region ESPIRiT used")
-    sets, eig = espirit_sets(prepared.y[0], prepared.calib_region)
-    weighted = sets * eig[:, None].pow(power).to(sets.dtype)
+    vecs, eig = espirit_sets(prepared.y[0], prepared.calib_region) if sets is None else sets
+    weighted = vecs * eig[:, None].pow(power).to(vecs.dtype)
     op = SoftSENSE(weighted, prepared.mask)
     x = l1_wavelet_fista(op, prepared.y, lam, iters=iters)[0]  # (2 * sets, H, W)
     images = torch.complex(x[0::2], x[1::2])  # (sets, H, W)
     coil = (weighted * images[:, None]).sum(0)  # (coils, H, W)
     norm = coil.abs().pow(2).sum(0, keepdim=True).sqrt()
     found = norm > 1e-3 * float(norm.max())
-    maps = torch.where(found, coil / norm.clamp_min(1e-30), sets[0])
+    maps = torch.where(found, coil / norm.clamp_min(1e-30), vecs[0])
     return phase_reference(maps).to(torch.complex64).contiguous()
 
 
@@ -112,8 +118,10 @@ def choose_maps(
     scores = {MAP_VARIANTS[0]: score0}
     lams = {MAP_VARIANTS[0]: lam0}
     scoring = {MAP_VARIANTS[0]: prepared}
+    # the held-out lines lie outside the ACS: one eigendecomposition serves every solve
+    sets = espirit_sets(prepared.y[0], prepared.calib_region) if prepared.calib_region else None
     for variant in MAP_VARIANTS[1:]:
-        maps = collapsed_maps(fit, _power(variant), lam0)
+        maps = collapsed_maps(fit, _power(variant), lam0, sets=sets)
         candidate = with_maps(prepared, maps, prepared.maps_source)
         # the weight near ESPIRiT's choice: maps change the fit more than the sparsity
         lams[variant], scores[variant] = tune_l1(
@@ -125,7 +133,7 @@ def choose_maps(
         best = MAP_VARIANTS[0]
     final = prepared
     if best != MAP_VARIANTS[0]:
-        maps = collapsed_maps(prepared, _power(best), lams[best])
+        maps = collapsed_maps(prepared, _power(best), lams[best], sets=sets)
         final = with_maps(prepared, maps, f"{best} from {prepared.maps_source}")
         scoring[best] = dataclasses.replace(scoring[best], maps_source=final.maps_source)
     seconds = time.perf_counter() - t0
