@@ -437,6 +437,12 @@ def main() -> None:
     ap.add_argument("--presets", nargs="*", default=list(DEFAULT_PRESETS))
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--prior", default="brain-mri-default")
+    ap.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="the network's precision (bfloat16: autocast; name the rows with --tag)",
+    )
     ap.add_argument("--fresh", action="store_true", help="ignore cached rows")
     ap.add_argument("--tag", default="", help="suffix for the method names (a variant run)")
     ap.add_argument("--table", action="store_true", help="print the cached rows as markdown")
@@ -474,7 +480,7 @@ def main() -> None:
     if args.table:
         print(markdown(sorted(cache.values(), key=lambda r: (r["case"], r["method"]))))
         return
-    prior = load(args.prior)
+    prior = load(args.prior).with_precision(args.precision)
 
     def record(row: dict) -> None:
         cache[(row["case"], row["method"])] = row

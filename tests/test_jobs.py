@@ -37,6 +37,7 @@ def _job(path, bundle, **kw):
         ({"quantile_levels": (1.5,)}, "quantiles must lie in"),
         ({"noise_std": -1.0}, "noise-std must be >= 0"),
         ({"mask": MaskSpec(kind="file")}, "no 'mask' dataset"),
+        ({"precision": "float16"}, "precision must be one of float32, bfloat16"),
     ],
 )
 def test_validate_refuses_bad_settings_before_any_work(
@@ -49,6 +50,28 @@ def test_validate_refuses_bad_settings_before_any_work(
     monkeypatch.setattr("diffrecon.jobs.reconstruct", no_work)
     with pytest.raises(ValueError, match=match):
         _job(tiny_kspace_file, tiny_bundle, **kw).validate()
+
+
+def test_bfloat16_precision_is_applied_recorded_and_refused_for_exact_priors(
+    tiny_kspace_file, tiny_bundle
+):
+    from diffrecon.priors import GaussianPrior
+    from diffrecon.priors.checkpoints import shared_prior
+
+    job = _job(tiny_kspace_file, tiny_bundle, precision="bfloat16", holdout=False).validate()
+    assert job.prior.precision == "bfloat16"
+    assert shared_prior(str(tiny_bundle)).precision == "float32"  # other jobs unaffected
+    assert job.record.precision == "bfloat16"
+    res = job.run_slice(1)
+    assert res.mean.dtype == np.float32 and np.isfinite(res.mean).all()
+    # a prior handed over already in bf16 stays so unless the job names a precision
+    again = _job(tiny_kspace_file, tiny_bundle, prior=job.prior)
+    assert again.load_prior().precision == "bfloat16" and again.record.precision == "bfloat16"
+    back = _job(tiny_kspace_file, tiny_bundle, prior=job.prior, precision="float32")
+    assert back.load_prior().precision == "float32"
+    exact = GaussianPrior(np.zeros((2, 4, 4)), np.eye(32))
+    with pytest.raises(ValueError, match="needs a learned prior"):
+        _job(tiny_kspace_file, tiny_bundle, prior=exact, precision="bfloat16").load_prior()
 
 
 def test_validate_loads_the_prior_once_and_names_a_missing_file(tiny_kspace_file, tiny_bundle):

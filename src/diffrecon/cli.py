@@ -298,15 +298,24 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "num_res_blocks, attn_resolutions, image_size, sigma_max (ncsnpp)",
     )
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=("float32", "bfloat16"),
+        help="the network's arithmetic: bfloat16 runs its convolutions under bf16 autocast, "
+        "about twice as fast on CPUs with AVX512-BF16 and on GPUs (docs/benchmarks.md has "
+        "its effect on the results)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same numbers")
     p.add_argument(
         "--steps",
         type=int,
         default=None,
-        help="noise levels of the sampler's schedule, replacing the preset's (daps-mri: 100 "
-        "levels, each one denoiser call and an exact data-consistency draw by up to 50 "
-        "conjugate-gradient iterations); fewer is faster and less accurate (default: the "
-        "preset's)",
+        help="noise levels of the sampler's schedule, replacing the preset's (daps-mri: 30 "
+        "levels, daps-fast: 15, daps-mri-100: 100; each one denoiser call and an exact "
+        "data-consistency draw, solved row by row for column masks, by up to 50 "
+        "conjugate-gradient iterations for 2-D masks); fewer is faster and less accurate "
+        "(default: the preset's)",
     )
     p.add_argument(
         "--noise-std",
@@ -373,6 +382,7 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         holdout=not args.no_holdout,
         holdout_fraction=args.holdout_fraction,
         finish=args.finish,
+        precision=args.precision,
         max_pixels=args.max_pixels,
         command="diffrecon " + " ".join(map(shlex.quote, sys.argv[1:])),
         **extra,

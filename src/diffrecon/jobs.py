@@ -44,6 +44,7 @@ from diffrecon.mri.transforms import (
     remove_readout_oversampling,
 )
 from diffrecon.mri.validation import FINISHES, Validation, hybrid_draws, validate
+from diffrecon.priors.learned import PRECISIONS
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
@@ -100,6 +101,9 @@ class ReconstructionJob:
     best hybrid finishing step (the guard); ``"holdout"``: the hold-out always chooses
     between the raw posterior and its hybrids; ``"raw"``: the raw posterior (still scored).
     ``command``: the command line that asked for the job, recorded in the results.
+    ``precision``: the network's arithmetic, ``"float32"`` or ``"bfloat16"`` (learned priors;
+    see :meth:`~diffrecon.priors.learned.LearnedPrior.with_precision`); ``None``: the prior's
+    own (float32 for a prior loaded by name or path).
     """
 
     source: str | Path | ArrayInput
@@ -127,6 +131,7 @@ class ReconstructionJob:
     holdout: bool = True
     holdout_fraction: float = DEFAULT_FRACTION
     finish: str = "auto"
+    precision: str | None = None
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -240,6 +245,10 @@ class ReconstructionJob:
         self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy, exact_pinv=False)
         if self.finish not in FINISHES:
             raise ValueError(f"--finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ValueError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"--holdout-fraction must lie in (0, 1), got {self.holdout_fraction}")
         level = self.interval_level
@@ -298,6 +307,14 @@ class ReconstructionJob:
             self.prior = shared_prior(
                 self.prior, self.prior_format, self.device, self.prior_options
             )
+        wanted = self.precision
+        if wanted is not None and getattr(self.prior, "precision", "float32") != wanted:
+            if not callable(getattr(self.prior, "with_precision", None)):
+                raise ValueError(
+                    f"--precision {self.precision} needs a learned prior (a network); "
+                    f"{type(self.prior).__name__} computes in its own precision"
+                )
+            self.prior = self.prior.with_precision(self.precision)  # the shared one unchanged
         return self.prior
 
     def validate(self) -> ReconstructionJob:
@@ -555,6 +572,7 @@ class ReconstructionJob:
             std_relative_mc_error=std_mc_error(self.draws),
             holdout_fraction=self.holdout_fraction if self.holdout else None,
             finish=self.finish,
+            precision=self.precision or getattr(self.prior, "precision", None),
             command=self.command,
         )
 

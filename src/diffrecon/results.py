@@ -63,6 +63,7 @@ class RunRecord:
     std_relative_mc_error: float | None = None  # of a std from `draws` draws (Gaussian)
     holdout_fraction: float | None = None  # k-space held out to validate; None: no check
     finish: str | None = None  # "auto": the hold-out chooses raw or hybrid; "raw"
+    precision: str | None = None  # the network's arithmetic: "float32" or "bfloat16"
     command: str | None = None
 
     def as_attrs(self) -> dict[str, Any]:

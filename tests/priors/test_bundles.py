@@ -309,3 +309,25 @@ def test_the_shipped_bundle_records_its_weights_digest():
     assert (
         cfg["weights_sha256"] == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()
     )
+
+
+def test_bfloat16_precision_keeps_float32_output_close_to_float32(tiny_bundle):
+    """bf16 autocast changes the network's arithmetic, not the interface: float32 out, odd
+    sizes still padded and cropped, close to the float32 denoiser; bad names refused."""
+    from diffrecon.priors import load
+
+    prior = load(str(tiny_bundle))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # MONAI zero-initialises the output layer: give it weights
+        for p in prior.net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    x = torch.randn(2, 2, 10, 14, generator=g)
+    sigma = torch.full((2,), 0.3)
+    ref = prior(x, sigma)
+    low = prior.with_precision("bfloat16")(x, sigma)
+    assert low.dtype == torch.float32 and low.shape == ref.shape
+    assert float((low - ref).norm() / ref.norm()) < 0.05
+    assert not torch.equal(low, ref)  # the autocast took effect
+    with pytest.raises(ValueError, match="precision must be one of"):
+        prior.with_precision("float16")
+    torch.testing.assert_close(prior(x, sigma), ref)  # the original is unchanged

@@ -21,9 +21,18 @@ def test_resolve_splits_schedule_and_sampler_settings():
     assert p.settings()["sigma_min_data"] == PRESETS["daps-mri"]["sigma_min_data"]
     assert resolve("daps-mri", noise_floor=0.0).noise_floor == 0.0
     sig = p.schedule.sigmas(SigmaRange(0.002, 80.0, 0.5))
-    # the final level scales with the prior's sigma_data: 0.04 x 0.5
-    lo, hi = 0.5 * PRESETS["daps-mri"]["sigma_min_data"], PRESETS["daps-mri"]["sigma_max"]
+    # both ends scale with the prior's sigma_data: 0.04 x 0.5 and 4 x 0.5
+    lo, hi = (0.5 * PRESETS["daps-mri"][f"sigma_{end}_data"] for end in ("min", "max"))
     torch.testing.assert_close(sig, karras_sigmas(7, lo, hi, 7.0))
+    # today's settings stay available by name: 100 levels from 80
+    old = resolve("daps-mri-100").schedule.sigmas(SigmaRange(0.002, 80.0, 0.5))
+    assert len(old) == 101 and float(old[0]) == 80.0
+    # an explicit level given by the caller wins over the preset's relative one
+    mine = resolve("daps-mri", sigma_max=10.0, sigma_min=0.05).schedule
+    assert mine.sigma_max_data is None and mine.sigma_min_data is None
+    assert float(mine.sigmas(SigmaRange(0.002, 80.0, 0.5))[0]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="must not lie below its last"):
+        Schedule(steps=3, sigma_max_data=0.01, sigma_min=0.1).sigmas(SigmaRange(0.002, 80, 0.5))
     # a schedule's unset range is the denoiser's, and levels are clamped into it
     assert float(Schedule(steps=3).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == pytest.approx(5.0)
     assert float(Schedule(steps=3, sigma_max=50.0).sigmas(SigmaRange(0.1, 5.0, 0.5))[0]) == 5.0

@@ -20,6 +20,21 @@ from diffrecon.mri.transforms import center_crop, rss
 from diffrecon.operators.fft import fft2c, ifft2c
 
 
+def _crop_or_pad(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``img`` centre-cropped or zero-padded (background) to ``shape``, per axis."""
+    for axis, n in enumerate(shape):
+        size = img.shape[axis]
+        if size > n:
+            start = (size - n) // 2
+            img = np.take(img, np.arange(start, start + n), axis=axis)
+        elif size < n:
+            before = (n - size) // 2
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (before, n - size - before)
+            img = np.pad(img, pad)
+    return img
+
+
 def simulate_fastmri(
     path: str | Path,
     *,
@@ -34,7 +49,8 @@ def simulate_fastmri(
 ) -> Path:
     """Write a fully sampled multicoil fastMRI-format file; returns its path.
 
-    ``size`` is the recon size (the header's reconSpace); the readout (first axis) is
+    ``size`` is the recon size (the header's reconSpace; the 233x197 MNI slice is cropped
+    or zero-padded to it); the readout (first axis) is
     acquired ``readout_oversampling`` times wider, as on scanners and in fastMRI, so
     k-space is ``(slices, coils, oversampling * H, W)`` and the RSS target is the
     centre crop to ``size``.
@@ -51,7 +67,7 @@ def simulate_fastmri(
     )
     kspace, targets = [], []
     for z in slices:
-        mag = center_crop(torch.from_numpy(get_slice(contrast, "axial", z)), (h, w)).numpy()
+        mag = _crop_or_pad(get_slice(contrast, "axial", z), (h, w))
         pad = (hk - h) // 2
         mag = np.pad(mag, ((pad, hk - h - pad), (0, 0)))
         img = mag * np.exp(1j * smooth_phase((hk, w), rng))

@@ -61,6 +61,9 @@ class MulticoilMRI(LinearOperator):
         self._pmaps_conj = self._pmaps.conj().resolve_conj()
         self._kweights_conj = self._kweights.conj().resolve_conj()
         self._kmask = self.mask.to(real_dtype(maps_t.dtype))  # |kweights|^2: the normal op
+        # the normal operator's per-row eigendecomposition (column masks), made on first use
+        self._row_values: torch.Tensor | None = None
+        self._row_vectors_h: torch.Tensor | None = None
         super().__init__((2, height, width), (coils, height, width))
 
     @property
@@ -108,6 +111,66 @@ class MulticoilMRI(LinearOperator):
         k = self._coil_fft(x)
         mask = self._kmask.to(device=k.device, dtype=k.real.dtype)
         return self._coil_combine(torch.fft.ifft2(k * mask, norm="ortho"))
+
+    # -- exact damped solves for column masks -----------------------------------------------
+    ROW_SOLVE_BYTES = 2**30  # largest per-row eigenvector store (H x W x W complex)
+
+    @property
+    def separable_rows(self) -> bool:
+        """Whether the normal operator acts on each image row alone: the mask samples whole
+        readout lines (a column mask), so the readout FFT cancels in ``A^H A`` and each row
+        ``h`` sees the ``W x W`` matrix ``G_h = sum_c S_ch^H F^H M F S_ch``."""
+        h, w = self.oshape[1], self.oshape[2]
+        if h * w * w * 8 > self.ROW_SOLVE_BYTES:
+            return False
+        m = self.mask
+        return m.shape[0] == 1 or bool((m == m[:1]).all())
+
+    def _row_eigh(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eigenvalues ``(H, W)`` and conjugate-transposed eigenvectors ``(H, W, W)`` of every
+        row's ``G_h`` (computed once, in row chunks to bound the workspace)."""
+        if self._row_values is None or self._row_values.device != device:
+            maps = self._pmaps.to(device)
+            w = maps.shape[-1]
+            m = self.mask[0].to(device=device, dtype=maps.dtype)
+            kernel = torch.fft.ifft(m)  # F^H diag(m) F is circulant: K[i, j] = kernel[i - j]
+            idx = torch.arange(w, device=device)
+            k = kernel[(idx[:, None] - idx[None, :]) % w]
+            values, vectors_h = [], []
+            for rows in torch.split(torch.arange(maps.shape[1], device=device), 32):
+                p = maps[:, rows]  # (coils, rows, W)
+                g = torch.einsum("chi,chj->hij", p.conj(), p) * k
+                lam, vec = torch.linalg.eigh(g)
+                values.append(lam.clamp_min(0))
+                vectors_h.append(vec.mH.contiguous())
+            # a cache, not state: the operator stays what it was built as
+            object.__setattr__(self, "_row_values", torch.cat(values))
+            object.__setattr__(self, "_row_vectors_h", torch.cat(vectors_h))
+        assert self._row_vectors_h is not None
+        return self._row_values, self._row_vectors_h
+
+    def solve_damped(
+        self,
+        b: torch.Tensor,
+        scale: float,
+        damping: float,
+        *,
+        x0: torch.Tensor | None = None,
+        tol: float = 1e-6,
+        max_iter: int = 100,
+    ) -> torch.Tensor:
+        """Solve ``(scale A^H A + damping I) x = b``: exactly, row by row, for column masks
+        (two batched products with the rows' eigenvectors, from an eigendecomposition made
+        once per operator); conjugate gradients otherwise (``x0``, ``tol``, ``max_iter``)."""
+        if not damping > 0:
+            raise ValueError(f"{self.name}.solve_damped needs damping > 0, got {damping}")
+        if self._normal_projection_scale() is not None or not self.separable_rows:
+            return super().solve_damped(b, scale, damping, x0=x0, tol=tol, max_iter=max_iter)
+        values, vectors_h = self._row_eigh(b.device)
+        z = to_complex(b).to(vectors_h.dtype).permute(1, 2, 0)  # (H, W, B)
+        t = (vectors_h @ z) / (scale * values + damping)[..., None]
+        x = (t.mH @ vectors_h).mH  # U t, with U^H the only matrix stored
+        return to_channels(x.permute(2, 0, 1)).to(b.dtype)
 
     @property
     def acceleration(self) -> float:

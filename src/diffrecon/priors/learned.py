@@ -6,6 +6,7 @@ business of :mod:`~diffrecon.priors.bundles` and :mod:`~diffrecon.priors.importe
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -98,6 +99,9 @@ def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None 
     return den if (scale, shift) == (1.0, 0.0) else ScaledDenoiser(den, scale, shift)
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 class LearnedPrior:
     """A loaded bundle: the denoiser plus its config; ``.to(device)`` moves the network."""
 
@@ -109,6 +113,7 @@ class LearnedPrior:
         self._den = wrap_network(self.net, config.get("parameterisation", "edm"), config)
         for attr in ("sigma_min", "sigma_max", "sigma_data"):
             setattr(self, attr, getattr(self._den, attr))
+        self.precision = "float32"
 
     @property
     def name(self) -> str:
@@ -117,6 +122,18 @@ class LearnedPrior:
     def to(self, device: str | torch.device) -> LearnedPrior:
         self.net.to(device)
         return self
+
+    def with_precision(self, precision: str) -> LearnedPrior:
+        """This prior (the same network, not a copy of it) computing in ``precision``:
+        ``"float32"`` or ``"bfloat16"`` (the network's convolutions and matrix products under
+        bf16 autocast; the preconditioning and the output stay float32). On CPUs with
+        AVX512-BF16 and on GPUs about twice as fast; its effect on results is measured in
+        ``docs/benchmarks.md``."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        other = copy.copy(self)
+        other.precision = precision
+        return other
 
     @property
     def size_multiple(self) -> int:
@@ -144,10 +161,14 @@ class LearnedPrior:
         m = self.size_multiple
         h, w = x.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            out = self._den(torch.nn.functional.pad(x, (0, pw, 0, ph)), sigma)
-            return out[..., :h, :w]
-        return self._den(x, sigma)
+        low = self.precision == "bfloat16"
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=low):
+            if ph or pw:
+                out = self._den(torch.nn.functional.pad(x, (0, pw, 0, ph)), sigma)
+                out = out[..., :h, :w]
+            else:
+                out = self._den(x, sigma)
+        return out.to(x.dtype)
 
 
 def from_module(module: torch.nn.Module, parameterisation: str, **config: Any) -> LearnedPrior:

@@ -67,7 +67,8 @@ class Schedule:
     ``"rf"``: uniform in that path's own time, no final 0, as the conjugate integrators use).
     ``sigma_min``/``sigma_max`` of ``None`` take the denoiser's trained range; levels are
     always clamped into it. ``sigma_min_data`` (overrides ``sigma_min``) sets the final level
-    as a fraction of the denoiser's ``sigma_data``, so that it scales with the images.
+    as a fraction of the denoiser's ``sigma_data``, so that it scales with the images;
+    ``sigma_max_data`` (overrides ``sigma_max``) likewise sets the first level.
     """
 
     steps: int = 100
@@ -76,12 +77,13 @@ class Schedule:
     rho: float = 7.0
     spacing: str = "karras"
     sigma_min_data: float | None = None
+    sigma_max_data: float | None = None
 
     def __post_init__(self) -> None:
         steps = self.steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        for name in ("sigma_min", "sigma_max", "sigma_min_data"):
+        for name in ("sigma_min", "sigma_max", "sigma_min_data", "sigma_max_data"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, numbers.Real) and 0 < v < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
@@ -107,6 +109,13 @@ class Schedule:
         if self.sigma_min_data is not None:
             lo = self.sigma_min_data * prior_range.sigma_data
         hi = prior_range.sigma_max if self.sigma_max is None else self.sigma_max
+        if self.sigma_max_data is not None:
+            hi = self.sigma_max_data * prior_range.sigma_data
+        if lo > hi:
+            raise ValueError(
+                f"the schedule's first level {hi:.3g} must not lie below its last {lo:.3g} "
+                f"(sigma_data {prior_range.sigma_data:.3g})"
+            )
         if self.spacing == "karras":
             levels = karras_sigmas(self.steps, lo, hi, self.rho)
         else:
