@@ -102,7 +102,7 @@ def instrumented(job: ReconstructionJob):
         return cg(apply, b, x0, **kw)
 
     base_module.conjugate_gradient = counted_cg
-    clock.patch(MulticoilMRI, "solve_damped", "data step")  # exact per-row solve or CG
+    clock.patch(base_module.LinearOperator, "solve_damped", "data step")  # row solve or CG
     clock.patch(base_module, "conjugate_gradient", "CG")  # counted, not a category
     clock.patch(jobs_module, "choose_maps", "map choice")
     clock.patch(jobs_module, "validate", "hold-out FISTA")

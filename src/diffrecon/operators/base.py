@@ -219,7 +219,8 @@ class LinearOperator(Operator):
         """Solve ``(scale A^H A + damping I) x = b`` for any ``b`` (``damping > 0``).
 
         With ``A^H A = c P`` (``P`` an orthogonal projection) the inverse is
-        ``I / d - s A^H A / (d (s c + d))`` in closed form; otherwise conjugate gradients,
+        ``I / d - s A^H A / (d (s c + d))`` in closed form; operators with another exact
+        solve give it in ``_solve_damped_exact``; otherwise conjugate gradients,
         warm-started from ``x0`` when given (the system is positive definite).
         """
         if not damping > 0:
@@ -227,9 +228,19 @@ class LinearOperator(Operator):
         c = self._normal_projection_scale()
         if c is not None:
             return b / damping - self.N._forward(b) * (scale / (damping * (scale * c + damping)))
+        exact = self._solve_damped_exact(b, scale, damping)
+        if exact is not None:
+            return exact
         return conjugate_gradient(
             lambda v: scale * self.N._forward(v) + damping * v, b, x0, tol=tol, max_iter=max_iter
         )
+
+    def _solve_damped_exact(
+        self, b: torch.Tensor, scale: float, damping: float
+    ) -> torch.Tensor | None:
+        """An exact solve of :meth:`solve_damped`'s system where the operator has one (as
+        ``_pinv`` for :meth:`pinv`); ``None``: conjugate gradients."""
+        return None
 
     def _normal_projection_scale(self) -> float | None:
         return None

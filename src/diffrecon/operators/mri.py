@@ -149,23 +149,14 @@ class MulticoilMRI(LinearOperator):
         assert self._row_vectors_h is not None
         return self._row_values, self._row_vectors_h
 
-    def solve_damped(
-        self,
-        b: torch.Tensor,
-        scale: float,
-        damping: float,
-        *,
-        x0: torch.Tensor | None = None,
-        tol: float = 1e-6,
-        max_iter: int = 100,
-    ) -> torch.Tensor:
-        """Solve ``(scale A^H A + damping I) x = b``: exactly, row by row, for column masks
-        (two batched products with the rows' eigenvectors, from an eigendecomposition made
-        once per operator); conjugate gradients otherwise (``x0``, ``tol``, ``max_iter``)."""
-        if not damping > 0:
-            raise ValueError(f"{self.name}.solve_damped needs damping > 0, got {damping}")
-        if self._normal_projection_scale() is not None or not self.separable_rows:
-            return super().solve_damped(b, scale, damping, x0=x0, tol=tol, max_iter=max_iter)
+    def _solve_damped_exact(
+        self, b: torch.Tensor, scale: float, damping: float
+    ) -> torch.Tensor | None:
+        """``(scale A^H A + damping I) x = b`` solved exactly, row by row, for column masks:
+        two batched products with the rows' eigenvectors, from an eigendecomposition made
+        once per operator (``None`` otherwise: conjugate gradients)."""
+        if not self.separable_rows:
+            return None
         values, vectors_h = self._row_eigh(b.device)
         z = to_complex(b).to(vectors_h.dtype).permute(1, 2, 0)  # (H, W, B)
         t = (vectors_h @ z) / (scale * values + damping)[..., None]
