@@ -54,6 +54,7 @@ import torch
 from _results import write_csv
 
 from diffrecon import metrics
+from diffrecon.adapt import AdaptSettings
 from diffrecon.data.mni import smooth_phase
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.baseline import l1_wavelet_baseline
@@ -395,6 +396,11 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **jo
         "data_residual": round(res.provenance.data_residual or float("nan"), 3),
         "noise_used": prepared.noise_std,
     }
+    if res.lower is not None and res.upper is not None:
+        fg = target > 0.1 * float(target.max())  # foreground: the intervals' own level
+        inside = (target >= res.lower) & (target <= res.upper)
+        row["coverage"] = round(float(inside[fg].mean()), 4)
+        row["interval_level"] = res.interval_level
     check = res.provenance.validation
     if check is not None:
         row |= {
@@ -461,6 +467,13 @@ def main() -> None:
         "--classical-only",
         action="store_true",
         help="only the rows without a sampler (zero-filled, L1, BART, their hold-out rows)",
+    )
+    ap.add_argument(
+        "--adapt",
+        action="store_true",
+        help="also the rows of issue 25: daps-mri with the hold-out split and the raw posterior "
+        "(daps-mri-checked-raw, the control) and the same with the prior adapted to the slice "
+        "(daps-mri-adapt)",
     )
     args = ap.parse_args()
     if args.classical_only:
@@ -541,6 +554,25 @@ def main() -> None:
                     holdout=True,
                 )
                 record(base | {"method": "daps-mri-holdout-finish"} | row)
+            adapt_rows = {
+                "daps-mri-checked-raw": {},
+                "daps-mri-adapt": {"adapt": AdaptSettings()},
+            }
+            for method, extra in adapt_rows.items() if args.adapt else ():
+                if (case, method + args.tag) in cache:
+                    continue
+                row, _ = preset_row(
+                    prepared,
+                    target,
+                    prior,
+                    "daps-mri",
+                    args.draws,
+                    ci,
+                    holdout=True,
+                    finish="raw",
+                    **extra,
+                )
+                record(base | {"method": method + args.tag} | row)
             for preset in args.presets:
                 method = preset + args.tag
                 if (case, method) in cache:

@@ -72,6 +72,8 @@ def _bad_files(tmp_path, good):
         ("nan", "NaN"),
         ("sampler", "unknown sampler"),
         ("accel", "impossible"),
+        ("adapt", "unknown adaptation setting"),
+        ("adapt-holdout", "--adapt needs the hold-out check"),
     ],
 )
 def test_bad_input_exit_2_and_nothing_written(
@@ -87,7 +89,12 @@ def test_bad_input_exit_2_and_nothing_written(
         "rank": d / "rank.h5",
         "nan": d / "nan.h5",
     }.get(case, tiny_kspace_file)
-    extra = {"sampler": ["--sampler", "magic"], "accel": ["--accel", "30"]}.get(case, [])
+    extra = {
+        "sampler": ["--sampler", "magic"],
+        "accel": ["--accel", "30"],
+        "adapt": ["--adapt", "ranks=3"],
+        "adapt-holdout": ["--adapt", "--no-holdout"],
+    }.get(case, [])
     out = tmp_path / "out"
     rc = main(
         ["reconstruct", str(path), "-o", str(out), "--prior", str(tiny_bundle), *FAST, *extra]

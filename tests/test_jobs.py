@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
+from diffrecon.adapt import AdaptSettings
 from diffrecon.io.fastmri import open_fastmri
 from diffrecon.io.results import read_results, write_results
 from diffrecon.jobs import ArrayInput, ReconstructionJob
@@ -38,6 +42,7 @@ def _job(path, bundle, **kw):
         ({"noise_std": -1.0}, "noise-std must be >= 0"),
         ({"mask": MaskSpec(kind="file")}, "no 'mask' dataset"),
         ({"precision": "float16"}, "precision must be one of float32, bfloat16"),
+        ({"adapt": AdaptSettings(), "holdout": False}, "--adapt needs the hold-out check"),
     ],
 )
 def test_validate_refuses_bad_settings_before_any_work(
@@ -72,6 +77,32 @@ def test_bfloat16_precision_is_applied_recorded_and_refused_for_exact_priors(
     exact = GaussianPrior(np.zeros((2, 4, 4)), np.eye(32))
     with pytest.raises(ValueError, match="needs a learned prior"):
         _job(tiny_kspace_file, tiny_bundle, prior=exact, precision="bfloat16").load_prior()
+
+
+def test_an_adapted_run_records_the_adaptation_and_leaves_the_shared_prior_alone(
+    tiny_kspace_file, tiny_bundle, tmp_path
+):
+    from diffrecon.priors import GaussianPrior
+    from diffrecon.priors.checkpoints import shared_prior
+
+    settings = AdaptSettings(levels=2, steps=1)
+    job = _job(tiny_kspace_file, tiny_bundle, adapt=settings).validate()
+    before = [p.clone() for p in shared_prior(str(tiny_bundle)).net.parameters()]
+    res = job.run_slice(1)
+    check = res.provenance.validation
+    assert check is not None and check.adapted is not None and check.adapt_seconds > 0
+    assert check.adapt_reason
+    assert job.record.adapt == dataclasses.asdict(settings)
+    after = list(shared_prior(str(tiny_bundle)).net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    out = tmp_path / "adapted.h5"
+    write_results(out, job.volume([res]))
+    attrs = read_results(out).attrs
+    assert json.loads(attrs["holdout_adapted"]) == [check.adapted]
+    assert json.loads(attrs["holdout_adapt_reason"]) == [check.adapt_reason]
+    exact = GaussianPrior(np.zeros((2, 4, 4)), np.eye(32))
+    with pytest.raises(ValueError, match="--adapt needs a learned prior"):
+        _job(tiny_kspace_file, tiny_bundle, prior=exact, adapt=settings).load_prior()
 
 
 def test_validate_loads_the_prior_once_and_names_a_missing_file(tiny_kspace_file, tiny_bundle):

@@ -29,11 +29,12 @@ import torch
 
 from diffrecon import metrics
 from diffrecon._version import __version__
+from diffrecon.adapt import AdaptReport, AdaptSettings, adapt_prior
 from diffrecon.api import Posterior, posterior_from_draws, reconstruct
 from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
-from diffrecon.mri.holdout import DEFAULT_FRACTION, holdout_split
+from diffrecon.mri.holdout import DEFAULT_FRACTION, HoldoutSplit, holdout_split, samples_of
 from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
@@ -44,7 +45,7 @@ from diffrecon.mri.transforms import (
     remove_readout_oversampling,
 )
 from diffrecon.mri.validation import FINISHES, Validation, hybrid_draws, validate
-from diffrecon.priors.learned import PRECISIONS
+from diffrecon.priors.learned import PRECISIONS, LearnedPrior
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
@@ -104,6 +105,10 @@ class ReconstructionJob:
     ``precision``: the network's arithmetic, ``"float32"`` or ``"bfloat16"`` (learned priors;
     see :meth:`~diffrecon.priors.learned.LearnedPrior.with_precision`); ``None``: the prior's
     own (float32 for a prior loaded by name or path).
+    ``adapt``: adapt the prior to each slice before drawing (:mod:`diffrecon.adapt`; settings,
+    or ``None`` for no adaptation): LoRA adapters fitted to the hold-out check's fit
+    samples, stopped by the held-out ones; needs ``holdout`` and a learned prior. The
+    report is recorded per slice with the hold-out's.
     """
 
     source: str | Path | ArrayInput
@@ -132,6 +137,7 @@ class ReconstructionJob:
     holdout_fraction: float = DEFAULT_FRACTION
     finish: str = "auto"
     precision: str | None = None
+    adapt: AdaptSettings | None = None
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -251,6 +257,14 @@ class ReconstructionJob:
             )
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"--holdout-fraction must lie in (0, 1), got {self.holdout_fraction}")
+        if self.adapt is not None:
+            if not isinstance(self.adapt, AdaptSettings):
+                raise ValueError(f"adapt must be AdaptSettings or None, got {self.adapt!r}")
+            if not self.holdout:
+                raise ValueError(
+                    "--adapt needs the hold-out check (its held-out samples stop the "
+                    "adaptation); drop --no-holdout"
+                )
         level = self.interval_level
         if level is not None and not 0 < level < 1:
             raise ValueError(f"--interval-level must lie in (0, 1), got {level}")
@@ -268,6 +282,8 @@ class ReconstructionJob:
         (after the prior is loaded: its name counts)."""
         if self.calibration is not None:
             why = self.calibration.mismatch(self.calibration_key())
+            if why is None and self.adapt is not None and "adapt" not in self.calibration.valid_for:
+                why = "this run adapts the prior; the calibration was made without adaptation"
             made = self.calibration.valid_for.get("acceleration")
             record = self.record
             own = record.mask_type.startswith(("file", "measured"))
@@ -315,6 +331,11 @@ class ReconstructionJob:
                     f"{type(self.prior).__name__} computes in its own precision"
                 )
             self.prior = self.prior.with_precision(self.precision)  # the shared one unchanged
+        if self.adapt is not None and not isinstance(self.prior, LearnedPrior):
+            raise ValueError(
+                f"--adapt needs a learned prior (a network with layers to adapt); "
+                f"{type(self.prior).__name__} has none"
+            )
         return self.prior
 
     def validate(self) -> ReconstructionJob:
@@ -364,12 +385,12 @@ class ReconstructionJob:
             return self._summarise(prepared, post, final, tau, t0, validation)
 
         try:
-            validation, prepared = self.validate_slice(prepared, tau, on_step)
+            validation, prepared, prior = self.validate_slice(prepared, tau, on_step)
             hybrid = validation is not None and validation.mu is not None
             post = reconstruct(
                 prepared.y,
                 prepared.operator,
-                self.load_prior(),
+                prior,
                 sampler=self.preset,
                 draws=self.draws,
                 noise_std=tau,
@@ -406,29 +427,34 @@ class ReconstructionJob:
         prepared: PreparedSlice,
         tau: float,
         on_step: Callable[[StepState], None] | None = None,
-    ) -> tuple[Validation | None, PreparedSlice]:
-        """The hold-out check of one prepared slice, and the slice to reconstruct. With
-        ESPIRiT maps the hold-out first chooses the coil-map variant
+    ) -> tuple[Validation | None, PreparedSlice, Any]:
+        """The hold-out check of one prepared slice, the slice to reconstruct and the prior
+        to draw with. With ESPIRiT maps the hold-out first chooses the coil-map variant
         (:func:`~diffrecon.mri.mapsets.choose_maps`; the slice returned carries it, rebuilt
-        from all the samples). Then draws from the fit samples only (a quarter of the
+        from all the samples). With ``adapt`` the prior is then adapted to the slice
+        (:meth:`adapt_to`). Then draws from the fit samples only (a quarter of the
         run's, 2 to 4: two at least, so the score can be corrected to the run's draw
         count), scored against the self-tuned L1 and, where needed, the hybrids. No check
         (None) when it is off, without a noise level, or when too few lines can be held
         out."""
+        prior = self.load_prior()
         if not self.holdout or not prepared.noise_std > 0:
-            return None, prepared
+            return None, prepared, prior
         split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
         if split is None:
-            return None, prepared
+            return None, prepared, prior
         t0 = time.perf_counter()
         scoring, choice = prepared, None
         if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
             scoring, prepared, choice = choose_maps(prepared, split)
+        report = None
+        if self.adapt is not None:
+            prior, report = self.adapt_to(scoring, split, prior, tau)
         fit = split.restrict(scoring)
         post = reconstruct(
             fit.y,
             fit.operator,
-            self.load_prior(),
+            prior,
             sampler=self.preset,
             draws=min(4, max(2, self.draws // 4)),
             noise_std=tau,
@@ -447,8 +473,43 @@ class ReconstructionJob:
             if choice is None
             else {"maps": choice.variant, "score_espirit": choice.scores["espirit"]}
         )
-        # its cost: the map choice, the fit-sample draws and the FISTA solves
-        return dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps), prepared
+        if report is not None:
+            maps |= {
+                "adapted": report.accepted,
+                "adapt_level": report.kept_level,
+                "adapt_seconds": report.seconds,
+                "adapt_reason": report.reason,
+            }
+        # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
+        found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
+        return found, prepared, prior
+
+    def adapt_to(
+        self, prepared: PreparedSlice, split: HoldoutSplit, prior: Any, tau: float
+    ) -> tuple[Any, AdaptReport]:
+        """``prior`` adapted to one slice (:func:`~diffrecon.adapt.adapt_prior`): fitted to
+        the fit samples, stopped by the held-out ones."""
+        assert self.adapt is not None
+        dev = torch.device(self.device)
+        (op_fit, y_fit), (op_held, y_held) = (
+            (op.to(dev), y.to(dev))
+            for op, y in (samples_of(prepared, m) for m in (split.fit, split.held))
+        )
+        g = torch.Generator(device=dev).manual_seed((self.seed + 2) % 2**63)
+        support = prepared.support
+        return adapt_prior(
+            prior,
+            op_fit,
+            y_fit,
+            op_fit,
+            y_fit,
+            op_held,
+            y_held,
+            tau,
+            self.adapt,
+            generator=g,
+            support=None if support is None else torch.as_tensor(support),
+        )
 
     def _summarise(
         self,
@@ -573,6 +634,7 @@ class ReconstructionJob:
             holdout_fraction=self.holdout_fraction if self.holdout else None,
             finish=self.finish,
             precision=self.precision or getattr(self.prior, "precision", None),
+            adapt=None if self.adapt is None else dataclasses.asdict(self.adapt),
             command=self.command,
         )
 

@@ -27,6 +27,7 @@ _CALIBRATION_FIELDS = {
     "draws": "draws",
     "diffrecon_version": "version",
     "finish": "finish",
+    "adapt": "adapt",
 }
 
 
@@ -64,6 +65,7 @@ class RunRecord:
     holdout_fraction: float | None = None  # k-space held out to validate; None: no check
     finish: str | None = None  # "auto": the hold-out chooses raw or hybrid; "raw"
     precision: str | None = None  # the network's arithmetic: "float32" or "bfloat16"
+    adapt: dict[str, Any] | None = None  # test-time adaptation settings; None: not adapted
     command: str | None = None
 
     def as_attrs(self) -> dict[str, Any]:
@@ -129,6 +131,10 @@ HOLDOUT_ATTRS = (
     "holdout_seconds",
     "holdout_maps",
     "holdout_score_espirit",
+    "holdout_adapted",
+    "holdout_adapt_level",
+    "holdout_adapt_seconds",
+    "holdout_adapt_reason",
 )
 # per-slice provenance recorded in result files (a list over the file's slices each)
 PER_SLICE_ATTRS = (

@@ -48,13 +48,20 @@ class HoldoutSplit:
     def restrict(self, prepared: PreparedSlice) -> PreparedSlice:
         """``prepared`` with only the fit samples: its operator, data and zero-filled image;
         maps, scale and noise level unchanged (they come from the ACS and the edges)."""
-        op = MulticoilMRI(prepared.maps, self.fit)
-        h, w = prepared.y.shape[-2:]
-        m = self.fit.expand(h, w) if self.fit.ndim == 1 else self.fit
-        y = prepared.y * m.to(prepared.y.real.dtype)
+        op, y = samples_of(prepared, self.fit)
         return dataclasses.replace(
             prepared, operator=op, y=y, mask=self.fit, zero_filled=op.adjoint(y)[0]
         )
+
+
+def samples_of(prepared: PreparedSlice, mask: torch.Tensor) -> tuple[MulticoilMRI, torch.Tensor]:
+    """The SENSE operator and the data of the samples ``mask`` (a subset of the measured
+    ones, shaped like the slice's mask), on ``prepared``'s maps."""
+    h, w = prepared.y.shape[-2:]
+    m = mask.expand(h, w) if mask.ndim == 1 else mask
+    return MulticoilMRI(prepared.maps, mask), prepared.y * m.to(prepared.y.device).to(
+        prepared.y.real.dtype
+    )
 
 
 def _acs_columns(mask2d: np.ndarray) -> np.ndarray:

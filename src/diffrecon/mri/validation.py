@@ -62,6 +62,10 @@ class Validation:
     seconds: float  # what the check cost (the job counts its fit-sample draws in)
     maps: str = "given"  # the coil-map variant the hold-out chose (mri.mapsets), or "given"
     score_espirit: float | None = None  # the self-tuned L1 with one-set ESPIRiT maps
+    adapted: bool | None = None  # the prior was adapted to the slice (None: not asked)
+    adapt_level: int | None = None  # the adaptation level whose adapters were kept
+    adapt_seconds: float | None = None  # what the adaptation cost
+    adapt_reason: str | None = None  # how it ended
 
     def as_attrs(self) -> dict[str, Any]:
         """Per-slice provenance, every name carrying ``holdout``."""
@@ -73,9 +77,12 @@ class Validation:
         maps = ""
         if self.score_espirit is not None and self.maps != "espirit":
             maps = f"; maps {self.maps} (ESPIRiT's L1 {self.score_espirit:.2f})"
+        adapt = ""
+        if self.adapted is not None:
+            adapt = "; prior adapted" if self.adapted else "; adaptation refused"
         return (
             f"hold-out (1 = noise level): posterior {self.score_posterior:.2f}, self-tuned "
-            f"L1 {self.score_l1:.2f} (lambda {self.l1_lambda:g}); finish: {finish}{maps}"
+            f"L1 {self.score_l1:.2f} (lambda {self.l1_lambda:g}); finish: {finish}{maps}{adapt}"
         )
 
     def warning(self) -> str | None:
