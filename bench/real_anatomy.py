@@ -537,42 +537,22 @@ def main() -> None:
                 row = bart_holdout_row(prepared, target, ci)
                 if row is not None:
                     record(base | {"method": "bart-holdout"} | row)
-            if args.guarded and not args.classical_only and (case, "daps-mri-guarded") not in cache:
-                row, _ = preset_row(
-                    prepared, target, prior, "daps-mri", args.draws, ci, holdout=True
-                )
-                record(base | {"method": "daps-mri-guarded"} | row)
-            if args.holdout_finish and (case, "daps-mri-holdout-finish") not in cache:
-                row, _ = preset_row(
-                    prepared,
-                    target,
-                    prior,
-                    "daps-mri",
-                    args.draws,
-                    ci,
-                    finish="holdout",
-                    holdout=True,
-                )
-                record(base | {"method": "daps-mri-holdout-finish"} | row)
-            adapt_rows = {
-                "daps-mri-checked-raw": {},
-                "daps-mri-adapt": {"adapt": AdaptSettings()},
-            }
-            for method, extra in adapt_rows.items() if args.adapt else ():
-                if (case, method + args.tag) in cache:
+            # rows with the hold-out check: method name -> job settings
+            checked: dict[str, dict] = {}
+            if args.guarded and not args.classical_only:
+                checked["daps-mri-guarded"] = {}
+            if args.holdout_finish:
+                checked["daps-mri-holdout-finish"] = {"finish": "holdout"}
+            if args.adapt:
+                checked["daps-mri-checked-raw"] = {"finish": "raw"}
+                checked["daps-mri-adapt"] = {"finish": "raw", "adapt": AdaptSettings()}
+            for method, settings in checked.items():
+                if (case, method) in cache:
                     continue
                 row, _ = preset_row(
-                    prepared,
-                    target,
-                    prior,
-                    "daps-mri",
-                    args.draws,
-                    ci,
-                    holdout=True,
-                    finish="raw",
-                    **extra,
+                    prepared, target, prior, "daps-mri", args.draws, ci, holdout=True, **settings
                 )
-                record(base | {"method": method + args.tag} | row)
+                record(base | {"method": method} | row)
             for preset in args.presets:
                 method = preset + args.tag
                 if (case, method) in cache:

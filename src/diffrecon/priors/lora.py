@@ -21,15 +21,40 @@ from torch import nn
 from diffrecon.priors.learned import LearnedPrior
 
 
-class LoRAConv2d(nn.Module):
-    """``base(x) + scale * up(down(x))`` for an ungrouped ``nn.Conv2d``."""
+class _Adapter(nn.Module):
+    """``base(x) + scale * up(down(x))``; ``enabled=False`` gives ``base(x)``."""
+
+    def __init__(
+        self,
+        base: nn.Module,
+        down: nn.Module,
+        up: nn.Module,
+        scale: float,
+        generator: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        weight = base.weight
+        assert isinstance(weight, torch.Tensor)
+        self.base, self.down, self.up = base, down.to(weight.device, weight.dtype), up
+        self.up.to(weight.device, weight.dtype)
+        _init_down(self.down.weight, generator)
+        nn.init.zeros_(self.up.weight)
+        self.scale = scale
+        self.enabled = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        return out + self.scale * self.up(self.down(x)) if self.enabled else out
+
+
+class LoRAConv2d(_Adapter):
+    """An adapter on an ungrouped ``nn.Conv2d``: ``A`` keeps its kernel, stride and padding,
+    ``B`` is 1x1."""
 
     def __init__(
         self, base: nn.Conv2d, rank: int, alpha: float, generator: torch.Generator | None = None
     ) -> None:
-        super().__init__()
-        self.base = base
-        self.down = nn.Conv2d(
+        down = nn.Conv2d(
             base.in_channels,
             rank,
             base.kernel_size,  # type: ignore[arg-type]
@@ -39,17 +64,8 @@ class LoRAConv2d(nn.Module):
             bias=False,
             padding_mode=base.padding_mode,
         )
-        self.up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
-        _init_down(self.down.weight, generator)
-        nn.init.zeros_(self.up.weight)
-        self.scale = alpha / rank
-        self.enabled = True
-        self.down.to(base.weight.device, base.weight.dtype)
-        self.up.to(base.weight.device, base.weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        return out + self.scale * self.up(self.down(x)) if self.enabled else out
+        up = nn.Conv2d(rank, base.out_channels, 1, bias=False)
+        super().__init__(base, down, up, alpha / rank, generator)
 
     def delta(self) -> torch.Tensor:
         """``scale * B A`` as a kernel shaped like the base's."""
@@ -58,26 +74,15 @@ class LoRAConv2d(nn.Module):
         return (self.scale * up @ down).reshape(self.base.weight.shape)
 
 
-class LoRALinear(nn.Module):
-    """``base(x) + scale * up(down(x))`` for an ``nn.Linear``."""
+class LoRALinear(_Adapter):
+    """An adapter on an ``nn.Linear``."""
 
     def __init__(
         self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator | None = None
     ) -> None:
-        super().__init__()
-        self.base = base
-        self.down = nn.Linear(base.in_features, rank, bias=False)
-        self.up = nn.Linear(rank, base.out_features, bias=False)
-        _init_down(self.down.weight, generator)
-        nn.init.zeros_(self.up.weight)
-        self.scale = alpha / rank
-        self.enabled = True
-        self.down.to(base.weight.device, base.weight.dtype)
-        self.up.to(base.weight.device, base.weight.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        return out + self.scale * self.up(self.down(x)) if self.enabled else out
+        down = nn.Linear(base.in_features, rank, bias=False)
+        up = nn.Linear(rank, base.out_features, bias=False)
+        super().__init__(base, down, up, alpha / rank, generator)
 
     def delta(self) -> torch.Tensor:
         return self.scale * self.up.weight @ self.down.weight
