@@ -371,11 +371,12 @@ def holdout_l1_row(prepared, target, seed: int) -> dict:
 def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **job_kw):
     """A preset's posterior mean; ``job_kw``: job settings (default: the raw posterior, no
     hold-out check, as before the guard; ``holdout=True`` gives the guarded default)."""
-    counter = CountingDenoiser(prior)
+    # adaptation needs the learned prior itself (its network), so no counting there
+    counter = CountingDenoiser(prior) if job_kw.get("adapt") is None else None
     t0 = time.perf_counter()
     job = ReconstructionJob.of_prepared(
         prepared,
-        prior=counter,
+        prior=prior if counter is None else counter,
         sampler=preset,
         draws=draws,
         seed=seed,
@@ -391,7 +392,7 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **jo
     row = _score(target, res.mean) | {
         "psnr_many_draws": round(10 * np.log10(float(target.max()) ** 2 / bias2), 3),
         "seconds": round(secs, 1),
-        "nfe": counter.images // draws,
+        "nfe": None if counter is None else counter.images // draws,
         "draws": draws,
         "data_residual": round(res.provenance.data_residual or float("nan"), 3),
         "noise_used": prepared.noise_std,

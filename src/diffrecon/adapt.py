@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -53,8 +53,8 @@ class AdaptSettings:
     ``sigma_min_data`` times the prior's ``sigma_data`` (geometric), ``steps`` Adam steps of
     learning rate ``lr`` per level on adapters of rank ``rank``; ``tv``: weight of the mean
     absolute finite difference of the estimate (in units of ``sigma_data``) beside the
-    noise-normalised data misfit; ``patience``: levels in a row on which the adapted network
-    may predict the held-out samples worse than the base before the adaptation stops."""
+    noise-normalised data misfit; ``patience``: levels in a row without a better held-out
+    score on the validation probe before the adaptation stops."""
 
     rank: int = 4
     levels: int = 10
@@ -122,9 +122,6 @@ class AdaptReport:
     scores: list[float] = field(default_factory=list)  # after each level
     loss_misfit: list[float] = field(default_factory=list)
     seconds: float = 0.0
-
-    def as_attrs(self) -> dict[str, Any]:
-        return {f"adapt_{k}": v for k, v in asdict(self).items()}
 
 
 def _device_of(generator: torch.Generator | None) -> torch.device:
