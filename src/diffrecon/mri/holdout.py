@@ -127,15 +127,13 @@ def holdout_score(
     if not prepared.noise_std > 0:
         return None
     d = (images if images.ndim == 4 else images[None]).to(prepared.maps.real.dtype)
-    op = MulticoilMRI(prepared.maps, split.held).to(d.device)
-    h, w = prepared.y.shape[-2:]
-    held = (split.held.expand(h, w) if split.held.ndim == 1 else split.held).to(d.device)
-    y_held = prepared.y.to(d.device) * held.to(prepared.y.real.dtype)
+    op, y_held = samples_of(prepared, split.held)
+    op, y_held = op.to(d.device), y_held.to(d.device)
     mean = d.mean(0, keepdim=True)
     r2 = float((op(mean) - y_held).abs().pow(2).sum())
     n = d.shape[0]
     if n_final is not None and n >= 2:
         spread = float(op(d - mean).abs().pow(2).sum()) / (n - 1)  # tr Cov of one draw
         r2 = max(r2 - spread / n + spread / max(n_final, 1), 0.0)
-    m = int(held.sum()) * prepared.y.shape[1]
+    m = int(split.held.expand(prepared.y.shape[-2:]).sum()) * prepared.y.shape[1]
     return float(np.sqrt(r2 / (2 * m)) / prepared.noise_std)
