@@ -135,3 +135,35 @@ def test_calibrate_refuses_what_cannot_give_a_truth(
         *RUN,
     ]
     assert main(args) == 2 and "not a diffrecon-calibration" in capsys.readouterr().err
+
+
+def test_a_fitted_score_calibrates_and_a_run_uses_its_features(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    rc, cal_path = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle, "--score", "fitted")
+    assert rc == 0, capsys.readouterr().err
+    cal = json.loads(cal_path.read_text())
+    weights = cal["score"]["weights"]
+    assert set(weights) == {"within", "between", "l1_distance", "holdout_residual", "edge"}
+    assert cal["calibration_slices"] == 1  # the weights took the other slice
+    base = ["reconstruct", str(tiny_kspace_file), "--prior", str(tiny_bundle), *RUN]
+    out = tmp_path / "rec"
+    assert main([*base, "-o", str(out), "--calibration", str(cal_path)]) == 0
+    res = read_results(out / "tiny.h5")
+    assert res.calibrated and res.l1_image is not None and res.holdout_residual is not None
+    from diffrecon.uncertainty.conformal import Calibration
+    from diffrecon.uncertainty.score import score_features
+
+    c = Calibration.from_dict(cal)
+    feats = score_features(
+        res.reconstruction[0], res.std[0], None, None, res.l1_image[0], res.holdout_residual[0]
+    )
+    lo, hi = c.interval(res.reconstruction[0], res.std[0], feats)
+    assert np.allclose(res.lower[0], lo, rtol=1e-5, atol=1e-7)
+    assert np.allclose(res.upper[0], hi, rtol=1e-5, atol=1e-7)
+    # a score that needs the hold-out maps is refused for a run without them
+    assert (
+        main([*base, "-o", str(tmp_path / "x"), "--calibration", str(cal_path), "--no-holdout"])
+        == 2
+    )
+    assert "hold-out" in capsys.readouterr().err

@@ -74,6 +74,9 @@ def _bad_files(tmp_path, good):
         ("accel", "impossible"),
         ("adapt", "unknown adaptation setting"),
         ("adapt-holdout", "--adapt needs the hold-out check"),
+        ("priors-one", "--priors needs two priors or more"),
+        ("priors-twice", "give the priors once"),
+        ("priors-draws", "needs --draws 4 or more"),
     ],
 )
 def test_bad_input_exit_2_and_nothing_written(
@@ -94,6 +97,9 @@ def test_bad_input_exit_2_and_nothing_written(
         "accel": ["--accel", "30"],
         "adapt": ["--adapt", "ranks=3"],
         "adapt-holdout": ["--adapt", "--no-holdout"],
+        "priors-one": ["--priors", str(tiny_bundle)],
+        "priors-twice": ["--priors", "brain-mri-default,mri-synth"],
+        "priors-draws": ["--priors", f"{tiny_bundle},adapted", "--draws", "3"],
     }.get(case, [])
     out = tmp_path / "out"
     rc = main(
@@ -271,3 +277,14 @@ def test_progress_bars_stay_out_of_a_redirected_log(
     assert main([*args, "--slices", "1", "--steps", "2", "--draws", "2", "--no-holdout"]) == 0
     cap = capsys.readouterr()
     assert "\r" not in cap.err and "step/s" not in cap.err and "tiny.h5: 1 slice(s)" in cap.out
+
+
+def test_reconstruct_with_two_priors_writes_their_spread(tmp_path, tiny_kspace_file, tiny_bundle):
+    out = tmp_path / "out"
+    args = ["reconstruct", str(tiny_kspace_file), "-o", str(out), "--slices", "1"]
+    rc = main([*args, "--priors", f"{tiny_bundle},{tiny_bundle}", "--steps", "2", "--draws", "4"])
+    assert rc == 0
+    res = read_results(out / "tiny.h5")
+    assert res.std_between.shape == res.std_within.shape == res.reconstruction.shape
+    assert res.record.priors == ["tiny", "tiny"] and res.record.draws == 4
+    assert res.l1_image is not None and res.holdout_residual is not None

@@ -398,3 +398,66 @@ def test_the_guard_catches_a_prior_that_does_not_fit_and_the_fallback_wins(
     err = capsys.readouterr().err
     assert "tiny.h5 slice 1: the posterior mean predicts held-out k-space worse" in err
     assert f"{check.score_l1:.2f}" in err or "self-tuned" in err
+
+
+def test_draws_shared_among_priors_report_their_disagreement_and_round_trip(
+    tiny_kspace_file, tiny_bundle, tmp_path
+):
+    from diffrecon.priors import load
+
+    # the same network twice: common random numbers make the draws identical, no spread
+    same = _job(tiny_kspace_file, tiny_bundle, draws=4, spread_priors=(str(tiny_bundle),))
+    res = same.validate().run_slice(1)
+    assert res.std_between is not None and np.array_equal(res.std_between, 0 * res.std_between)
+    # 2 + 2 draws: the law of total variance with population normalisations
+    assert np.allclose(res.std_within**2 / 2, res.std**2 * 3 / 4, rtol=1e-3, atol=1e-10)
+    assert same.record.priors == [same.record.prior] * 2
+    # another network: the priors disagree, and the parts still add up
+    other = load(tiny_bundle)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # (the random network's last layer starts at zero: perturb all)
+        for p in other.net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    job = _job(tiny_kspace_file, tiny_bundle, draws=4, spread_priors=(other,), finish="raw")
+    res = job.validate().run_slice(1)
+    assert float(res.std_between.max()) > 0
+    total = res.std_within.astype(float) ** 2 / 2 + res.std_between.astype(float) ** 2
+    assert np.allclose(total, res.std.astype(float) ** 2 * 3 / 4, rtol=1e-3, atol=1e-10)
+    out = tmp_path / "spread.h5"
+    write_results(out, job.volume([res]))
+    back = read_results(out)
+    assert np.array_equal(back.std_between[0], res.std_between)
+    assert np.array_equal(back.std_within[0], res.std_within)
+    assert "priors" in job.calibration_key()
+    from diffrecon.io.dicom import export_dicom, read_dicom_series
+    from diffrecon.io.nifti import export_nifti
+
+    export_dicom(out, tmp_path / "dcm")
+    vol, _ = read_dicom_series(tmp_path / "dcm" / "std_between")
+    top = float(res.std_between.max())
+    assert np.allclose(vol[0], res.std_between, atol=top / 1000)
+    assert any("std_between" in p.name for p in export_nifti(out, tmp_path / "nii"))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"spread_priors": ("adapted",)}, "'adapted' is the prior adapted"),
+        ({"spread_priors": ("x",), "draws": 3}, "needs --draws 4 or more"),
+    ],
+)
+def test_shared_draws_are_refused_before_work_when_they_cannot_run(
+    tiny_kspace_file, tiny_bundle, kw, match
+):
+    with pytest.raises(ValueError, match=match):
+        _job(tiny_kspace_file, tiny_bundle, **kw).check_settings()
+
+
+def test_the_adapted_prior_can_share_the_draws_with_its_base(tiny_kspace_file, tiny_bundle):
+    settings = AdaptSettings(levels=2, steps=1)
+    job = _job(tiny_kspace_file, tiny_bundle, draws=4, adapt=settings, spread_priors=("adapted",))
+    res = job.validate().run_slice(1)
+    assert res.std_between is not None and np.isfinite(res.std_between).all()
+    assert job.record.priors == [job.record.prior, "adapted"]
+    if not res.provenance.validation.adapted:  # refused: base twice, so no disagreement
+        assert float(res.std_between.max()) == 0.0

@@ -46,11 +46,15 @@ def result_layers(
     ]
     if result.draws is not None:
         out.append(image(result.draws, "draws", "gray", {**meta, "role": "draws"}))
-    if final and result.lower is not None and result.upper is not None:
-        tag = interval_tag(result.interval_level, result.calibrated)
-        extra = {"interval_level": result.interval_level, "calibrated": result.calibrated}
-        out.append(image(result.lower, f"lower {tag}", "gray", {**meta, **extra, "role": "lower"}))
-        out.append(image(result.upper, f"upper {tag}", "gray", {**meta, **extra, "role": "upper"}))
+    if final:
+        out += spread_layers(
+            result.std,
+            result.std_between,
+            result.lower,
+            result.upper,
+            interval_tag(result.interval_level, result.calibrated),
+            {**meta, "interval_level": result.interval_level, "calibrated": result.calibrated},
+        )
     if result.zero_filled is not None:
         out.append(
             image(result.zero_filled, "zero-filled", "gray", {**meta, "role": "zero_filled"})
@@ -70,6 +74,39 @@ def result_layers(
         for _data, kwargs, _ in out:
             if kwargs["metadata"][META]["role"] in ("std", "error"):
                 kwargs["contrast_limits"] = [0.0, top]
+    return out
+
+
+def spread_layers(
+    std: np.ndarray,
+    between: np.ndarray | None,
+    lower: np.ndarray | None,
+    upper: np.ndarray | None,
+    tag: str,
+    meta: dict[str, Any],
+    prefix: str = "",
+) -> list[LayerData]:
+    """The uncertainty beyond the std: the between-prior spread (runs with several priors,
+    on the std's limits so the two compare by eye) and the interval width ``upper - lower``
+    as one layer with fixed limits (0 to its 99.5th percentile), the bounds themselves kept
+    as hidden layers (what a file written back needs)."""
+    out = []
+    if between is not None:
+        top = float(np.percentile(std, 99.5)) or 1.0
+        layer = image(
+            between, f"{prefix}between-prior spread", "magma", {**meta, "role": "between"}
+        )
+        layer[1]["contrast_limits"] = [0.0, max(top, float(np.percentile(between, 99.5)))]
+        out.append(layer)
+    if lower is not None and upper is not None:
+        width = np.asarray(upper, np.float32) - np.asarray(lower, np.float32)
+        layer = image(width, f"{prefix}{tag} interval width", "viridis", {**meta, "role": "width"})
+        layer[1]["contrast_limits"] = [0.0, float(np.percentile(width, 99.5)) or 1.0]
+        out.append(layer)
+        for role, data in (("lower", lower), ("upper", upper)):
+            hidden = image(data, f"{prefix}{role} {tag}", "gray", {**meta, "role": role})
+            hidden[1]["visible"] = False
+            out.append(hidden)
     return out
 
 

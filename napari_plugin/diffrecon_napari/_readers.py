@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffrecon_napari._layers import LayerData, image, interval_tag
+from diffrecon_napari._layers import LayerData, image, interval_tag, spread_layers
 
 
 def h5_kind(path: str | Path) -> str | None:
@@ -93,12 +93,15 @@ def read_result_layers(path: str | Path) -> list[LayerData]:
         image(res.reconstruction, f"{path.stem} mean", "gray", {**meta, "role": "mean"}),
         image(res.std, f"{path.stem} std", "magma", {**meta, "role": "std"}),
     ]
-    if res.lower is not None and res.upper is not None:
-        tag = interval_tag(res.interval_level, res.calibrated)
-        extra = {"interval_level": res.interval_level, "calibrated": res.calibrated}
-        for role, data in (("lower", res.lower), ("upper", res.upper)):
-            name = f"{path.stem} {role} {tag}"
-            layers.append(image(data, name, "gray", {**meta, **extra, "role": role}))
+    layers += spread_layers(
+        res.std,
+        res.std_between,
+        res.lower,
+        res.upper,
+        interval_tag(res.interval_level, res.calibrated),
+        {**meta, "interval_level": res.interval_level, "calibrated": res.calibrated},
+        prefix=f"{path.stem} ",
+    )
     return layers
 
 

@@ -25,9 +25,11 @@ from diffrecon.io.atomic import OutputExistsError, atomic_file
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.masks import measured_columns
 from diffrecon.mri.transforms import crop_target
-from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report
+from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report, foreground
+from diffrecon.uncertainty.score import fit_weights, score_features
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
+SCORES = ("std", "fitted")
 QUANTILES = (0.025, 0.05, 0.1, 0.25, 0.75, 0.9, 0.95, 0.975)
 
 
@@ -54,12 +56,22 @@ def calibrate_files(
     jobs: Sequence[ReconstructionJob],
     level: float = 0.9,
     on_slice: Callable[[str, int, float], None] | None = None,
+    score: str = "std",
 ) -> Calibration:
     """Reconstruct every selected slice of each job's (fully sampled) file and fit the
     calibration of ``level`` intervals. The jobs must share prior, sampler, mask and draws
-    (one ``valid_for``); their quantiles are set to what the coverage report needs."""
+    (one ``valid_for``); their quantiles are set to what the coverage report needs.
+
+    ``score="std"`` scales the std; ``"fitted"`` the score of
+    :mod:`diffrecon.uncertainty.score`, its weights fitted on every other slice (0, 2, ...)
+    and the scale on the rest, so the guarantee holds (it needs the hold-out check for the
+    prior-free features, and twice the slices)."""
     if not jobs:
         raise ValueError("calibration needs at least one file")
+    if score not in SCORES:
+        raise ValueError(f"--score must be one of {', '.join(SCORES)}, got {score!r}")
+    if score == "fitted" and not all(j.holdout for j in jobs):
+        raise ValueError("--score fitted uses the hold-out check's maps: drop --no-holdout")
     jobs = [
         replace(j, quantile_levels=QUANTILES, interval_level=None, calibration=None) for j in jobs
     ]
@@ -74,7 +86,7 @@ def calibrate_files(
         raise ValueError("all calibration files must use one prior, sampler, mask and draws")
     if jobs[0].draws < 2:
         raise ValueError("calibration needs a std: use --draws 2 or more")
-    truths, means, stds, quants = [], [], [], []
+    truths, means, stds, quants, feats = [], [], [], [], []
     t0 = time.perf_counter()
     for job in jobs:
         for idx in job.slice_indices:
@@ -86,13 +98,44 @@ def calibrate_files(
             means.append(res.mean.astype(np.float64))
             stds.append(res.std.astype(np.float64))
             quants.append(res.quantiles.astype(np.float64))
+            feats.append(
+                score_features(
+                    res.mean,
+                    res.std,
+                    res.std_within,
+                    res.std_between,
+                    res.l1_image,
+                    res.holdout_residual,
+                )
+            )
             if on_slice is not None:
                 on_slice(job.input.path.name, idx, time.perf_counter() - t1)
-    cal = calibrate(truths, means, stds, level, keys[0], __version__)
+    if score == "std":
+        cal = calibrate(truths, means, stds, level, keys[0], __version__)
+        scale_on = list(range(len(truths)))
+    else:
+        fit_on, scale_on = list(range(0, len(truths), 2)), list(range(1, len(truths), 2))
+        weights = fit_weights(
+            [feats[i] for i in fit_on],
+            [np.abs(truths[i] - means[i]) for i in fit_on],
+            [foreground(truths[i]) for i in fit_on],
+        )
+        try:
+            cal = calibrate(
+                *([x[i] for i in scale_on] for x in (truths, means, stds)),
+                level,
+                keys[0],
+                __version__,
+                features=[feats[i] for i in scale_on],
+                weights=weights,
+            )
+        except ValueError as err:
+            raise ValueError(
+                f"--score fitted fits its weights on half of the {len(truths)} slices and the "
+                f"scale on the other half: {err}"
+            ) from err
     report = coverage_report(truths, means, stds, quants, QUANTILES, LEVELS)
-    covered = [
-        cal.foreground_coverage(t, m, s) for t, m, s in zip(truths, means, stds, strict=True)
-    ]
+    covered = [cal.foreground_coverage(truths[i], means[i], stds[i], feats[i]) for i in scale_on]
     report["calibrated_foreground_coverage_per_slice"] = covered
     report["calibrated_foreground_coverage_mean"] = float(np.mean(covered))
     report["seconds"] = time.perf_counter() - t0

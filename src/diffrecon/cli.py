@@ -22,6 +22,8 @@ from diffrecon.priors.bundles import available
 from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
 from diffrecon.samplers.registry import MRI_DEFAULT, mri_warning, offered_for_mri
 
+PRIOR_DEFAULT = "brain-mri-default"
+
 
 class _Help(argparse.RawDescriptionHelpFormatter):
     """Help that shows every option's default, unless the text already says it."""
@@ -144,6 +146,15 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.9,
         help="interval level (reconstruct's --interval-level; --level is the old spelling)",
+    )
+    cal.add_argument(
+        "--score",
+        choices=("std", "fitted"),
+        default="std",
+        help="what the interval scales: the std of the draws, or a score fitted to the "
+        "errors from the within- and between-prior spread, the distance to the self-tuned "
+        "L1 image and the back-projected hold-out residual (weights fitted on half the "
+        "slices, the scale on the other half; docs/uncertainty.md) (default: %(default)s)",
     )
     cal.add_argument("--overwrite", action="store_true", help="replace an existing file")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -275,11 +286,21 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slices", default=None, help="e.g. 10:14 or 3,5 (default: all)")
     p.add_argument(
         "--prior",
-        default="brain-mri-default",
+        default=PRIOR_DEFAULT,
         help=f"a shipped prior's name ({', '.join(available())}), a bundle or diffusers "
         "folder, or a checkpoint file "
         "(.pt/.pth/.safetensors; EDM/InverseBench, guided-diffusion ADM or score_sde NCSN++) "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--priors",
+        default=None,
+        metavar="A,B[,...]",
+        help="draw under several priors in one run and report where they disagree: the draws "
+        "are split among them (not multiplied), the std is that of all the draws, and the "
+        "result gains std_within (the spread under one prior) and std_between (the priors' "
+        "disagreement). The first is the main prior (it replaces --prior); 'adapted' stands "
+        "for it adapted to each slice (implies --adapt). Needs 2 draws per prior",
     )
     p.add_argument(
         "--prior-format",
@@ -378,8 +399,24 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     from diffrecon.mri.masks import MaskSpec
     from diffrecon.priors.checkpoints import parse_options
 
+    prior, others = args.prior, ()
+    if args.priors is not None:
+        names = [n.strip() for n in args.priors.split(",") if n.strip()]
+        if len(names) < 2:
+            raise BadInput(f"--priors needs two priors or more, got {args.priors!r}")
+        if names[0] == "adapted":
+            raise BadInput("--priors: the first is the main prior; 'adapted' is it adapted")
+        if args.prior != PRIOR_DEFAULT and args.prior != names[0]:
+            raise BadInput(
+                f"--prior {args.prior} and --priors {args.priors}: give the priors once "
+                "(the first of --priors is the main one)"
+            )
+        prior, others = names[0], tuple(names[1:])
+        if "adapted" in others and args.adapt is None:
+            args.adapt = ""
     return dict(
-        prior=args.prior,
+        prior=prior,
+        spread_priors=others,
         prior_format=args.prior_format,
         prior_options=parse_options(args.prior_option),
         sampler=args.sampler,
@@ -600,7 +637,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         if not args.quiet:
             print(_term(f"{name} slice {idx}: {secs:.1f} s"), flush=True)
 
-    cal = calibrate_files(jobs, level=args.level, on_slice=report)
+    cal = calibrate_files(jobs, level=args.level, on_slice=report, score=args.score)
     out = write_calibration(args.out, cal, overwrite=args.overwrite)
     rep = cal.report
     fg = rep["gaussian"]["foreground"]

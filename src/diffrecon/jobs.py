@@ -34,6 +34,7 @@ from diffrecon.api import Posterior, posterior_from_draws, reconstruct
 from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
+from diffrecon.mri.evidence import evidence_maps
 from diffrecon.mri.holdout import DEFAULT_FRACTION, HoldoutSplit, holdout_split, samples_of
 from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
@@ -50,13 +51,21 @@ from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeRes
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
 from diffrecon.uncertainty.conformal import Calibration, NonFiniteStdError, std_mc_error
+from diffrecon.uncertainty.ensemble import prior_spread, split_counts
+from diffrecon.uncertainty.score import score_features
 
+ADAPTED = "adapted"  # in spread_priors: the main prior adapted to each slice
 MIN_COLUMNS = 8  # fewer phase-encode columns leave no room for a calibration region
 
 
 Source = FastMRIFile | ArrayInput
 DEFAULT_INTERVAL_LEVEL = 0.9
 __all__ = ["ArrayInput", "ReconstructionJob", "check_device", "reconstruct_kspace"]
+
+
+def _name_of(prior: Any) -> str:
+    p = prior
+    return str(p) if isinstance(p, str | Path) else str(getattr(p, "name", type(p).__name__))
 
 
 def check_device(device: str | torch.device) -> None:
@@ -109,6 +118,14 @@ class ReconstructionJob:
     or ``None`` for no adaptation): LoRA adapters fitted to the hold-out check's fit
     samples, stopped by the held-out ones; needs ``holdout`` and a learned prior. The
     report is recorded per slice with the hold-out's.
+    ``spread_priors``: more priors that share the draws with ``prior`` (names, paths or
+    denoisers, or ``"adapted"``: ``prior`` adapted to each slice, which needs ``adapt``;
+    ``prior`` itself then draws with its base network). The ``draws`` are split among them
+    (:func:`~diffrecon.uncertainty.ensemble.split_counts`, common random numbers: draw ``d``
+    of every prior uses the same noise), the mean and ``std`` are those of all the draws,
+    and each slice also gets ``std_within`` and ``std_between``
+    (:func:`~diffrecon.uncertainty.ensemble.prior_spread`): the spread under one prior and
+    the disagreement between the priors.
     """
 
     source: str | Path | ArrayInput
@@ -138,6 +155,7 @@ class ReconstructionJob:
     finish: str = "auto"
     precision: str | None = None
     adapt: AdaptSettings | None = None
+    spread_priors: tuple[Any, ...] = ()
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -218,8 +236,7 @@ class ReconstructionJob:
 
     @property
     def prior_name(self) -> str:
-        p = self.prior
-        return str(p) if isinstance(p, str | Path) else str(getattr(p, "name", type(p).__name__))
+        return _name_of(self.prior)
 
     @property
     def interval_level_used(self) -> float | None:
@@ -265,6 +282,17 @@ class ReconstructionJob:
                     "--adapt needs the hold-out check (its held-out samples stop the "
                     "adaptation); drop --no-holdout"
                 )
+        if self.spread_priors:
+            if ADAPTED in self.spread_priors and self.adapt is None:
+                raise ValueError(
+                    f"--priors {ADAPTED!r} is the prior adapted to each slice: it needs --adapt"
+                )
+            k = 1 + len(self.spread_priors)
+            if self.draws < 2 * k:
+                raise ValueError(
+                    f"--priors with {k} priors needs --draws {2 * k} or more (2 per prior, for "
+                    f"the within-prior std), got {self.draws}"
+                )
         level = self.interval_level
         if level is not None and not 0 < level < 1:
             raise ValueError(f"--interval-level must lie in (0, 1), got {level}")
@@ -282,8 +310,13 @@ class ReconstructionJob:
         (after the prior is loaded: its name counts)."""
         if self.calibration is not None:
             why = self.calibration.mismatch(self.calibration_key())
-            if why is None and self.adapt is not None and "adapt" not in self.calibration.valid_for:
+            made_for = self.calibration.valid_for
+            if why is None and self.adapt is not None and "adapt" not in made_for:
                 why = "this run adapts the prior; the calibration was made without adaptation"
+            if why is None and self.spread_priors and "priors" not in made_for:
+                why = "this run shares its draws among priors; the calibration was made with one"
+            if why is None and not self.holdout and self.calibration.needs_holdout:
+                why = "its score uses the hold-out check's maps; this run has --no-holdout"
             made = self.calibration.valid_for.get("acceleration")
             record = self.record
             own = record.mask_type.startswith(("file", "measured"))
@@ -336,7 +369,27 @@ class ReconstructionJob:
                 f"--adapt needs a learned prior (a network with layers to adapt); "
                 f"{type(self.prior).__name__} has none"
             )
+        self.spread_priors = tuple(self._load_other(p) for p in self.spread_priors)
         return self.prior
+
+    def _load_other(self, spec: Any) -> Any:
+        """One of ``spread_priors`` loaded (as :meth:`load_prior` loads the main one)."""
+        if isinstance(spec, str) and spec == ADAPTED:
+            return spec
+        if isinstance(spec, str | Path):
+            from diffrecon.priors.checkpoints import shared_prior
+
+            spec = shared_prior(spec, "auto", self.device)
+        if self.precision is not None and callable(getattr(spec, "with_precision", None)):
+            spec = spec.with_precision(self.precision)
+        return spec
+
+    @property
+    def prior_names(self) -> list[str] | None:
+        """Every prior that draws (``None`` for one prior), the main one first."""
+        if not self.spread_priors:
+            return None
+        return [self.prior_name, *(_name_of(p) for p in self.spread_priors)]
 
     def validate(self) -> ReconstructionJob:
         """Check everything before any work (see :meth:`check_input`) and load the prior."""
@@ -381,27 +434,46 @@ class ReconstructionJob:
 
         validation: Validation | None = None
 
+        counts: list[int] | None = None
+        evidence: dict[str, torch.Tensor] | None = None
+
         def summary(post: Posterior, final: bool) -> SliceResult:
-            return self._summarise(prepared, post, final, tau, t0, validation)
+            return self._summarise(prepared, post, final, tau, t0, validation, counts, evidence)
 
         try:
-            validation, prepared, prior = self.validate_slice(prepared, tau, on_step)
+            validation, prepared, prior, evidence = self.validate_slice(prepared, tau, on_step)
             hybrid = validation is not None and validation.mu is not None
-            post = reconstruct(
-                prepared.y,
-                prepared.operator,
-                prior,
-                sampler=self.preset,
-                draws=self.draws,
-                noise_std=tau,
-                seed=self.seed,
-                device=self.device,
-                batch_size=self.batch_size,
-                keep_draws=keep or hybrid or (level is not None and self.calibration is None),
-                callback=on_step,
-                on_batch=None if on_batch is None else (lambda p: on_batch(summary(p, False))),
-                support=prepared.support,
-            )
+            members = self._members(prior)
+            counts = split_counts(self.draws, len(members)) if len(members) > 1 else None
+            parts = []
+            for member, n in zip(members, counts or [self.draws], strict=True):
+                parts.append(
+                    reconstruct(
+                        prepared.y,
+                        prepared.operator,
+                        member,
+                        sampler=self.preset,
+                        draws=n,
+                        noise_std=tau,
+                        seed=self.seed,  # common random numbers across the priors
+                        device=self.device,
+                        batch_size=self.batch_size,
+                        keep_draws=keep
+                        or hybrid
+                        or counts is not None
+                        or (level is not None and self.calibration is None),
+                        callback=on_step,
+                        on_batch=None
+                        if on_batch is None or counts is not None
+                        else (lambda p: on_batch(summary(p, False))),
+                        support=prepared.support,
+                    )
+                )
+            post = parts[0]
+            if counts is not None:
+                assert all(p.draws is not None for p in parts)
+                record = dataclasses.replace(post.record, draws=self.draws)
+                post = posterior_from_draws(torch.cat([p.draws for p in parts]), record)
             if hybrid:  # every draw finished alike, so their spread survives
                 assert validation is not None and post.draws is not None
                 lam, mu = validation.l1_lambda, float(validation.mu)
@@ -427,9 +499,11 @@ class ReconstructionJob:
         prepared: PreparedSlice,
         tau: float,
         on_step: Callable[[StepState], None] | None = None,
-    ) -> tuple[Validation | None, PreparedSlice, Any]:
-        """The hold-out check of one prepared slice, the slice to reconstruct and the prior
-        to draw with. With ESPIRiT maps the hold-out first chooses the coil-map variant
+    ) -> tuple[Validation | None, PreparedSlice, Any, dict[str, torch.Tensor] | None]:
+        """The hold-out check of one prepared slice, the slice to reconstruct, the prior
+        to draw with and what the data say without a prior
+        (:func:`~diffrecon.mri.evidence.evidence_maps`, for the uncertainty score). With
+        ESPIRiT maps the hold-out first chooses the coil-map variant
         (:func:`~diffrecon.mri.mapsets.choose_maps`; the slice returned carries it, rebuilt
         from all the samples). With ``adapt`` the prior is then adapted to the slice
         (:meth:`adapt_to`). Then draws from the fit samples only (a quarter of the
@@ -439,10 +513,10 @@ class ReconstructionJob:
         out."""
         prior = self.load_prior()
         if not self.holdout or not prepared.noise_std > 0:
-            return None, prepared, prior
+            return None, prepared, prior, None
         split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
         if split is None:
-            return None, prepared, prior
+            return None, prepared, prior, None
         t0 = time.perf_counter()
         scoring, choice = prepared, None
         if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
@@ -480,9 +554,19 @@ class ReconstructionJob:
                 "adapt_seconds": report.seconds,
                 "adapt_reason": report.reason,
             }
+        evidence = evidence_maps(scoring, prepared, split, found.l1_lambda)
         # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
         found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
-        return found, prepared, prior
+        return found, prepared, prior, evidence
+
+    def _members(self, prior: Any) -> list[Any]:
+        """The priors that draw for one slice: ``prior`` (from :meth:`validate_slice`,
+        adapted when ``adapt`` is on) alone, or the main prior and ``spread_priors``, where
+        ``"adapted"`` stands for ``prior`` and the main one then uses its base network."""
+        if not self.spread_priors:
+            return [prior]
+        first = self.load_prior() if ADAPTED in self.spread_priors else prior
+        return [first, *(prior if p == ADAPTED else p for p in self.spread_priors)]
 
     def adapt_to(
         self, prepared: PreparedSlice, split: HoldoutSplit, prior: Any, tau: float
@@ -519,8 +603,13 @@ class ReconstructionJob:
         tau: float,
         t0: float,
         validation: Validation | None = None,
+        counts: list[int] | None = None,
+        evidence: dict[str, torch.Tensor] | None = None,
     ) -> SliceResult:
-        """Summaries in file units, cropped (partial ones skip quantiles and intervals)."""
+        """Summaries in file units, cropped (partial ones skip quantiles and intervals);
+        ``counts``: the draws of each prior when several shared them (final results get
+        the within- and between-prior parts of the std); ``evidence``: the hold-out's
+        prior-free maps (final results keep them)."""
         to_file, to_complex = prepared.to_file, prepared.to_file_complex
         mag_std = post.magnitude_std
         if mag_std is None or post.count < 2:
@@ -531,9 +620,18 @@ class ReconstructionJob:
         level = self.interval_level_used if final else None
         if final and self.quantile_levels and kept:
             quants = to_file(post.quantiles(self.quantile_levels, magnitude_of=True))
+        within = between = None
+        if final and counts is not None and kept:
+            mags = to_file(magnitude(post.draws).double())
+            within, between = (a.astype(np.float32) for a in prior_spread(mags, counts))
+        l1 = resid = None
+        if final and evidence is not None:
+            l1, resid = (to_file(evidence[k]) for k in ("l1", "holdout_residual"))
         if level is not None and self.calibration is not None:
-            lower, upper = (a.astype(np.float32) for a in self.calibration.interval(mean, std))
-            std_cal = self.calibration.calibrated_std(mean, std).astype(np.float32)
+            feats = score_features(mean, std, within, between, l1, resid)
+            cal = self.calibration
+            lower, upper = (a.astype(np.float32) for a in cal.interval(mean, std, feats))
+            std_cal = cal.calibrated_std(mean, std, feats).astype(np.float32)
         elif level is not None and kept:
             lower, upper = (to_file(b) for b in post.intervals(level))
         keep = self.keep_draws and kept
@@ -563,6 +661,10 @@ class ReconstructionJob:
             interval_level=level if lower is not None else None,
             calibrated=std_cal is not None,
             std_calibrated=std_cal,
+            std_within=within,
+            std_between=between,
+            l1_image=l1,
+            holdout_residual=resid,
             seconds=time.perf_counter() - t0,
         )
 
@@ -635,6 +737,7 @@ class ReconstructionJob:
             finish=self.finish,
             precision=self.precision or getattr(self.prior, "precision", None),
             adapt=None if self.adapt is None else dataclasses.asdict(self.adapt),
+            priors=self.prior_names,
             command=self.command,
         )
 

@@ -28,6 +28,7 @@ _CALIBRATION_FIELDS = {
     "diffrecon_version": "version",
     "finish": "finish",
     "adapt": "adapt",
+    "priors": "priors",
 }
 
 
@@ -66,6 +67,7 @@ class RunRecord:
     finish: str | None = None  # "auto": the hold-out chooses raw or hybrid; "raw"
     precision: str | None = None  # the network's arithmetic: "float32" or "bfloat16"
     adapt: dict[str, Any] | None = None  # test-time adaptation settings; None: not adapted
+    priors: list[str] | None = None  # the priors that shared the draws; None: one prior
     command: str | None = None
 
     def as_attrs(self) -> dict[str, Any]:
@@ -169,6 +171,14 @@ class SliceResult:
     interval_level: float | None = None
     calibrated: bool = False  # True: a conformal calibration, False: the draws' quantiles
     std_calibrated: np.ndarray | None = None
+    # with several priors (the job's spread_priors): the std under one prior, and their
+    # disagreement; std_within^2 + std_between^2 is about std^2
+    std_within: np.ndarray | None = None
+    std_between: np.ndarray | None = None
+    # with the hold-out check (diffrecon.mri.evidence): the self-tuned L1-wavelet image and
+    # the back-projected hold-out residual, what the data say without a prior
+    l1_image: np.ndarray | None = None
+    holdout_residual: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     mean_complex: np.ndarray | None = None

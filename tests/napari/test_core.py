@@ -213,3 +213,33 @@ def test_all_slices_streams_each_slice_into_volumes_that_follow_the_slider(
     )
     written = _layers.volume_from_layers(layers)  # the volume writes as a result file
     assert written.slice_indices == [0, 1] and written.slices[1].mean.shape == mean[1].shape
+
+
+def test_a_result_shows_the_between_prior_spread_and_one_interval_width_layer(tmp_path):
+    from diffrecon.io.results import write_results
+    from diffrecon.results import SliceResult, VolumeResult
+
+    rng = np.random.default_rng(0)
+    mean = rng.random((8, 8)).astype(np.float32) + 1
+    std = 0.1 * rng.random((8, 8)).astype(np.float32)
+    res = SliceResult(
+        mean,
+        std,
+        4,
+        lower=mean - 2 * std,
+        upper=mean + 2 * std,
+        interval_level=0.9,
+        calibrated=True,
+        std_within=std,
+        std_between=0.5 * std,
+    )
+    path = tmp_path / "rec.h5"
+    write_results(path, VolumeResult([res], [0], {"interval_level": 0.9, "calibrated": True}))
+    by = {kw["name"]: (data, kw) for data, kw, _ in _io.get_reader(str(path))(str(path))}
+    spread, kw = by["rec between-prior spread"]
+    np.testing.assert_allclose(spread[0], 0.5 * std)
+    assert kw["contrast_limits"][0] == 0 and kw["colormap"] == "magma"
+    width, kw = by["rec 90% (calibrated) interval width"]
+    np.testing.assert_allclose(width[0], 4 * std, rtol=1e-4, atol=1e-6)
+    assert kw["contrast_limits"] == [0.0, pytest.approx(float(np.percentile(4 * std, 99.5)))]
+    assert by["rec lower 90% (calibrated)"][1]["visible"] is False  # kept, not shown

@@ -189,3 +189,48 @@ def test_an_unreadable_dicom_reference_is_refused_before_export(
     assert main(["export-dicom", str(out / "tiny.h5"), str(dcm), "--reference", str(fake)]) == 2
     assert "not a readable DICOM file" in capsys.readouterr().err
     assert not dcm.exists()
+
+
+def test_a_result_without_slices_is_refused_by_the_exporters(tmp_path, capsys):
+    """Issue 28 #8e: export-dicom of a 0-slice result crashed with an IndexError."""
+    empty = tmp_path / "empty.h5"
+    with h5py.File(empty, "w") as f:
+        f.create_dataset("reconstruction", data=np.zeros((0, 8, 8), np.float32))
+        f.create_dataset("std", data=np.zeros((0, 8, 8), np.float32))
+    for cmd in ("export-dicom", "export-nifti"):
+        assert main([cmd, str(empty), str(tmp_path / cmd)]) == 2
+        err = capsys.readouterr().err
+        assert "holds no slices" in err and "Traceback" not in err
+        assert not (tmp_path / cmd).exists() or not any((tmp_path / cmd).iterdir())
+
+
+def test_a_dicom_series_without_instance_numbers_reads_in_file_order(tmp_path):
+    """Issue 28 #8e: the napari DICOM reader raised AttributeError without InstanceNumber."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from diffrecon.io.dicom import read_dicom_series
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for i in range(3):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.4", generate_uid()
+        ds.Rows = ds.Columns = 4
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit, ds.PixelRepresentation = 15, 0
+        ds.PixelData = np.full((4, 4), i, np.uint16).tobytes()
+        ds.save_as(folder / f"im{i}.dcm", enforce_file_format=True)
+    stack, meta = read_dicom_series(folder)
+    assert stack.shape == (3, 4, 4) and [float(p[0, 0]) for p in stack] == [0, 1, 2]
+    assert meta["SeriesInstanceUID"] == "" and meta["instances"] == 3
+    one, _ = read_dicom_series(folder / "im1.dcm")  # no series UID: the file alone
+    assert one.shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="no .dcm files"):
+        read_dicom_series(tmp_path)

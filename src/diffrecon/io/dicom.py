@@ -140,6 +140,8 @@ def export_dicom(
     from pydicom.uid import generate_uid
 
     res = read_results(result_h5)
+    if res.reconstruction.shape[0] == 0:
+        raise ValueError(f"{result_h5} holds no slices: nothing to export")
     out = Path(out_dir)
     study: dict = {
         "PatientName": "Anonymous^",
@@ -173,6 +175,8 @@ def export_dicom(
         series.append(("upper", res.upper, f"diffrecon {level} interval upper ({kind})"))
     if res.std_calibrated is not None:
         series.append(("std_calibrated", res.std_calibrated, "diffrecon calibrated std of |x|"))
+    if res.std_between is not None:
+        series.append(("std_between", res.std_between, "diffrecon between-prior spread of |x|"))
     if include_draws:
         if res.draws is None:
             raise ValueError(f"{result_h5} holds no draws: reconstruct with --save-draws")
@@ -224,23 +228,33 @@ def read_dicom_series(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     p = Path(path)
     files = sorted(p.glob("*.dcm")) if p.is_dir() else [p]
     if not p.is_dir():
-        series = pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID
-        files = [
-            q
-            for q in sorted(p.parent.glob("*.dcm"))
-            if pydicom.dcmread(q, stop_before_pixels=True).SeriesInstanceUID == series
-        ]
-    dss = sorted((pydicom.dcmread(q) for q in files), key=lambda d: int(d.InstanceNumber))
+        series = getattr(pydicom.dcmread(p, stop_before_pixels=True), "SeriesInstanceUID", None)
+        if series is not None:  # the files of its series beside it; else the file alone
+            files = [
+                q
+                for q in sorted(p.parent.glob("*.dcm"))
+                if getattr(pydicom.dcmread(q, stop_before_pixels=True), "SeriesInstanceUID", None)
+                == series
+            ]
+    if not files:
+        raise ValueError(f"{p}: no .dcm files")
+    dss = [pydicom.dcmread(q) for q in files]
+    # InstanceNumber orders the slices when every file has one; else the file names do
+    if all(getattr(d, "InstanceNumber", None) not in (None, "") for d in dss):
+        dss.sort(key=lambda d: int(d.InstanceNumber))
     planes = [
         d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1.0))
         + float(getattr(d, "RescaleIntercept", 0.0))
         for d in dss
     ]
+    shapes = {pl.shape for pl in planes}
+    if len(shapes) > 1:
+        raise ValueError(f"{p}: the series mixes image sizes {sorted(shapes)}")
     first = dss[0]
     meta = {
         "path": str(p),
         "SeriesDescription": str(getattr(first, "SeriesDescription", "")),
-        "SeriesInstanceUID": str(first.SeriesInstanceUID),
+        "SeriesInstanceUID": str(getattr(first, "SeriesInstanceUID", "")),
         "instances": len(dss),
     }
     return np.stack(planes), meta

@@ -36,6 +36,8 @@ def export_nifti(
     import nibabel as nib
 
     res = read_results(result_h5)
+    if res.reconstruction.shape[0] == 0:
+        raise ValueError(f"{result_h5} holds no slices: nothing to export")
     ref = None
     if reference is not None:
         import pydicom
@@ -46,7 +48,7 @@ def export_nifti(
     affine = affine_ras(geo)
     affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * first  # slice 0 of the file lies at 0
     maps = {"mean": res.reconstruction, "std": res.std}
-    for name in ("lower", "upper", "std_calibrated"):
+    for name in ("lower", "upper", "std_calibrated", "std_between"):
         if getattr(res, name) is not None:
             maps[name] = getattr(res, name)
     out = Path(out_dir)

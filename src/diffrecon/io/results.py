@@ -8,7 +8,11 @@ work and SigPy/BART pipelines); ``std`` the posterior std of the magnitude; opti
 (slices, H, W) the central interval at attribute ``interval_level`` (attribute
 ``calibrated``: from a conformal calibration, with ``std_calibrated``, or from the draws'
 quantiles); ``mask`` (the sampling mask used) and ``maps`` (slices, coils, H, W, the coil
-maps the operator used, gzip); ``zero_filled`` (slices, H, W) ``|A^H y|``; ``slice_indices``;
+maps the operator used, gzip); ``zero_filled`` (slices, H, W) ``|A^H y|``; with several
+priors (attribute ``priors``), ``std_within`` and ``std_between`` (slices, H, W): the std
+under one prior and the priors' disagreement; with the hold-out check, ``l1_image`` (the
+self-tuned L1-wavelet image) and ``holdout_residual`` (where the held-out lines are
+mispredicted, back-projected), the score's prior-free features; ``slice_indices``;
 file attributes: the :class:`~diffrecon.results.RunRecord` field by field (sampler, its
 settings as JSON, seed, prior, version, the mask used...) and per-slice provenance lists.
 This module is the one writer of result files (a whole volume, or merged one-slice parts).
@@ -38,10 +42,16 @@ STACKED = (
     "lower",
     "upper",
     "std_calibrated",
+    "std_within",
+    "std_between",
+    "l1_image",
+    "holdout_residual",
     "maps",
     "zero_filled",
 )
 COMPRESSED = ("draws", "maps")
+SPREAD = ("std_within", "std_between")  # with several priors
+EVIDENCE = ("l1_image", "holdout_residual")  # with the hold-out check
 
 
 class ResultFileError(ValueError):
@@ -62,6 +72,10 @@ class Results:
     lower: np.ndarray | None = None
     upper: np.ndarray | None = None
     std_calibrated: np.ndarray | None = None
+    std_within: np.ndarray | None = None  # with several priors: the std under one prior
+    std_between: np.ndarray | None = None  # and the priors' disagreement
+    l1_image: np.ndarray | None = None  # with the hold-out check: the self-tuned L1 image
+    holdout_residual: np.ndarray | None = None  # and the back-projected hold-out residual
     mask: np.ndarray | None = None
     maps: np.ndarray | None = None
     reconstruction_complex: np.ndarray | None = None  # complex posterior mean, file units
@@ -97,7 +111,8 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         )
     if all(s.draws is not None for s in slices):
         data["draws"] = np.stack([s.draws for s in slices]).astype(np.float32)
-    for name in ("quantiles", "lower", "upper", "std_calibrated", "zero_filled"):
+    optional = ("quantiles", "lower", "upper", "std_calibrated", "zero_filled", *SPREAD, *EVIDENCE)
+    for name in optional:
         if all(getattr(s, name) is not None for s in slices):
             data[name] = np.stack([getattr(s, name) for s in slices]).astype(np.float32)
     prov = [s.provenance for s in slices]
@@ -107,7 +122,7 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         if all(p.maps_used is not None for p in prov):
             data["maps"] = np.stack([p.maps_used for p in prov]).astype(np.complex64)
     checked = ("reconstruction", "reconstruction_complex", "std", "lower", "upper")
-    for name in (*checked, "std_calibrated"):
+    for name in (*checked, "std_calibrated", *SPREAD, *EVIDENCE):
         if name in data and not np.isfinite(data[name]).all():
             raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
     flat = flat_attrs(volume.attrs)
@@ -213,6 +228,8 @@ def read_results(path: str | Path) -> Results:
             "std_calibrated",
             "reconstruction_complex",
             "zero_filled",
+            *SPREAD,
+            *EVIDENCE,
         ):
             if name in f and f[name].shape != rec.shape:
                 raise ResultFileError(
@@ -233,6 +250,10 @@ def read_results(path: str | Path) -> Results:
             lower=f["lower"][()] if "lower" in f else None,
             upper=f["upper"][()] if "upper" in f else None,
             std_calibrated=f["std_calibrated"][()] if "std_calibrated" in f else None,
+            std_within=f["std_within"][()] if "std_within" in f else None,
+            std_between=f["std_between"][()] if "std_between" in f else None,
+            l1_image=f["l1_image"][()] if "l1_image" in f else None,
+            holdout_residual=f["holdout_residual"][()] if "holdout_residual" in f else None,
             mask=f["mask"][()] if "mask" in f else None,
             maps=f["maps"][()] if "maps" in f else None,
             reconstruction_complex=f["reconstruction_complex"][()]

@@ -3,7 +3,7 @@ against a known truth, and conformal calibration of intervals."""
 
 from diffrecon.uncertainty.calibration import coverage, z_scores
 from diffrecon.uncertainty.conformal import Calibration, calibrate, coverage_report, std_mc_error
-from diffrecon.uncertainty.ensemble import Welford, quantiles
+from diffrecon.uncertainty.ensemble import Welford, prior_spread, quantiles, split_counts
 
 __all__ = [
     "Calibration",
@@ -11,7 +11,9 @@ __all__ = [
     "calibrate",
     "coverage",
     "coverage_report",
+    "prior_spread",
     "quantiles",
+    "split_counts",
     "std_mc_error",
     "z_scores",
 ]

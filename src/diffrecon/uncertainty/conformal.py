@@ -19,10 +19,13 @@ interval is at most ``alpha``, whatever the prior, sampler or data. The guarante
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from diffrecon.uncertainty.score import check_weights, score_map
 
 FORMAT = "diffrecon-calibration"
 STD_FLOOR = 1e-3  # the std is floored at this fraction of the slice's 99th-percentile mean
@@ -161,30 +164,64 @@ class Calibration:
     pixels: int
     version: str
     report: dict[str, Any] = field(default_factory=dict)
+    # the score's weights (diffrecon.uncertainty.score); None: the std alone
+    weights: dict[str, float] | None = None
 
-    def interval(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(lower, upper)`` = ``mean -+ lam * effective_std`` (lower clipped at 0: the
-        maps are magnitudes)."""
+    @property
+    def needs_holdout(self) -> bool:
+        """Its score uses the hold-out check's prior-free maps."""
+        w = self.weights or {}
+        return any(w.get(f, 0) > 0 for f in ("l1_distance", "holdout_residual"))
+
+    def score(
+        self, std: np.ndarray, features: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """What the interval scales: the std, or the fitted score of ``features``."""
+        if self.weights is None:
+            return std
+        if features is None:
+            raise ValueError("this calibration scales a fitted score: give the run's features")
+        return score_map(features, self.weights)
+
+    def interval(
+        self,
+        mean: np.ndarray,
+        std: np.ndarray,
+        features: Mapping[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)`` = ``mean -+ lam * effective_std(score)`` (lower clipped at 0:
+        the maps are magnitudes); the score is the std or the fitted one."""
         if not math.isfinite(self.lam):
             raise ValueError("this calibration admits only infinite intervals")
-        half = self.lam * effective_std(mean, std)
+        half = self.lam * effective_std(mean, self.score(std, features))
         return np.maximum(mean - half, 0.0), mean + half
 
-    def foreground_coverage(self, truth: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
+    def foreground_coverage(
+        self,
+        truth: np.ndarray,
+        mean: np.ndarray,
+        std: np.ndarray,
+        features: Mapping[str, np.ndarray] | None = None,
+    ) -> float:
         """The fraction of a slice's foreground pixels inside the calibrated interval (all of
         them when the calibration admits only infinite intervals)."""
         if not math.isfinite(self.lam):
             return 1.0
-        lo, hi = self.interval(mean, std)
+        lo, hi = self.interval(mean, std, features)
         return float(((truth >= lo) & (truth <= hi))[foreground(truth)].mean())
 
-    def calibrated_std(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        """The std rescaled so that ``mean +- z std`` is the calibrated interval at ``level``
-        (``z`` the normal quantile)."""
+    def calibrated_std(
+        self,
+        mean: np.ndarray,
+        std: np.ndarray,
+        features: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The score rescaled so that ``mean +- z std`` is the calibrated interval at
+        ``level`` (``z`` the normal quantile)."""
         from statistics import NormalDist
 
         z = NormalDist().inv_cdf(0.5 + self.level / 2)
-        return self.lam / z * effective_std(mean, std)
+        return self.lam / z * effective_std(mean, self.score(std, features))
 
     def mismatch(self, run: dict[str, Any]) -> str | None:
         """Why this calibration does not fit a run described like ``valid_for``, or None."""
@@ -207,6 +244,7 @@ class Calibration:
             "calibration_pixels": self.pixels,
             "diffrecon_version": self.version,
             "report": self.report,
+            "score": "std" if self.weights is None else {"weights": self.weights},
         }
 
     @classmethod
@@ -223,6 +261,11 @@ class Calibration:
                 version=str(d["diffrecon_version"]),
                 report=dict(d.get("report", {})),
             )
+            score = d.get("score", "std")
+            if score != "std":
+                if not isinstance(score, dict) or "weights" not in score:
+                    raise ValueError(f"score must be 'std' or {{'weights': ...}}, got {score!r}")
+                cal.weights = check_weights(score["weights"], source)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{source} lacks or garbles a field: {err}") from err
         # values no fit produces: a negative or non-finite scale inverts or breaks every
@@ -254,16 +297,29 @@ def calibrate(
     level: float,
     valid_for: dict[str, Any],
     version: str,
+    features: Sequence[Mapping[str, np.ndarray]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> Calibration:
-    """Fit ``lam_hat`` on slices ``(H, W)`` with known truth (foreground pixels)."""
+    """Fit ``lam_hat`` on slices ``(H, W)`` with known truth (foreground pixels), for
+    intervals ``mean +- lam * std`` or, with ``weights`` (fitted on *other* slices: the
+    guarantee needs a score fixed before these are seen), ``mean +- lam * score`` of each
+    slice's ``features`` (:mod:`diffrecon.uncertainty.score`)."""
     if not (len(truths) == len(means) == len(stds)) or not truths:
         raise ValueError("calibration needs one truth, mean and std per slice")
+    w = None if weights is None else check_weights(weights)
+    if w is not None and (features is None or len(features) != len(truths)):
+        raise ValueError("a fitted score needs one feature set per calibration slice")
     scores = []
     for i, (t, m, s) in enumerate(zip(truths, means, stds, strict=True)):
         if not np.isfinite(s).all() or not np.isfinite(m).all():
             raise ValueError(f"calibration slice {i}: the posterior mean or std is not finite")
+        if w is not None:
+            assert features is not None
+            s = score_map(features[i], w)
+            if not np.isfinite(s).all():
+                raise ValueError(f"calibration slice {i}: the score is not finite")
         scores.append(normalised_residuals(t, m, s)[foreground(t)])
     lam = crc_threshold(scores, level)
     return Calibration(
-        level, lam, valid_for, len(scores), int(sum(s.size for s in scores)), version
+        level, lam, valid_for, len(scores), int(sum(s.size for s in scores)), version, weights=w
     )
