@@ -34,8 +34,8 @@ other 5 images' 10 slices at that acceleration): coverage and mean length, std-o
 the fitted score. Maps are cached in ``bench/results/uncertainty_maps/`` (an interrupted run
 resumes); rows go to ``bench/results/uncertainty_maps.csv``.
 
-Set-up: ``pip install -e ".[bench]"``. Run: ``python bench/uncertainty_maps.py`` (about 2
-minutes a run on 2 CPU cores); ``--table`` prints the tables from the cached maps.
+Set-up: ``pip install -e ".[bench]"``. Run: ``python bench/uncertainty_maps.py`` (about 50 s
+a run on 2 idle CPU cores); ``--table`` prints the tables from the cached maps.
 """
 
 from __future__ import annotations

@@ -47,14 +47,7 @@ def result_layers(
     if result.draws is not None:
         out.append(image(result.draws, "draws", "gray", {**meta, "role": "draws"}))
     if final:
-        out += spread_layers(
-            result.std,
-            result.std_between,
-            result.lower,
-            result.upper,
-            interval_tag(result.interval_level, result.calibrated),
-            {**meta, "interval_level": result.interval_level, "calibrated": result.calibrated},
-        )
+        out += spread_layers(result, meta)
     if result.zero_filled is not None:
         out.append(
             image(result.zero_filled, "zero-filled", "gray", {**meta, "role": "zero_filled"})
@@ -77,19 +70,16 @@ def result_layers(
     return out
 
 
-def spread_layers(
-    std: np.ndarray,
-    between: np.ndarray | None,
-    lower: np.ndarray | None,
-    upper: np.ndarray | None,
-    tag: str,
-    meta: dict[str, Any],
-    prefix: str = "",
-) -> list[LayerData]:
-    """The uncertainty beyond the std: the between-prior spread (runs with several priors,
-    on the std's limits so the two compare by eye) and the interval width ``upper - lower``
-    as one layer with fixed limits (0 to its 99.5th percentile), the bounds themselves kept
-    as hidden layers (what a file written back needs)."""
+def spread_layers(res: Any, meta: dict[str, Any], prefix: str = "") -> list[LayerData]:
+    """The uncertainty beyond the std of a slice result or a result file (``std``,
+    ``std_between``, ``lower``, ``upper``, ``interval_level``, ``calibrated``): the
+    between-prior spread (runs with several priors, on the std's limits so the two compare
+    by eye) and the interval width ``upper - lower`` as one layer with fixed limits (0 to
+    its 99.5th percentile), the bounds themselves kept as hidden layers (what a file written
+    back needs)."""
+    std, between, lower, upper = res.std, res.std_between, res.lower, res.upper
+    tag = interval_tag(res.interval_level, res.calibrated)
+    meta = {**meta, "interval_level": res.interval_level, "calibrated": res.calibrated}
     out = []
     if between is not None:
         top = float(np.percentile(std, 99.5)) or 1.0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffrecon_napari._layers import LayerData, image, interval_tag, spread_layers
+from diffrecon_napari._layers import LayerData, image, spread_layers
 
 
 def h5_kind(path: str | Path) -> str | None:
@@ -77,8 +77,8 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
 
 
 def read_result_layers(path: str | Path) -> list[LayerData]:
-    """A diffrecon result file as its mean (gray) and std (magma) layers, and its interval
-    bounds when it has them (named calibrated or uncalibrated)."""
+    """A diffrecon result file as its mean (gray) and std (magma) layers, its between-prior
+    spread and interval width when it has them (:func:`spread_layers`)."""
     from diffrecon.io.results import read_results
 
     path = Path(path)
@@ -93,15 +93,7 @@ def read_result_layers(path: str | Path) -> list[LayerData]:
         image(res.reconstruction, f"{path.stem} mean", "gray", {**meta, "role": "mean"}),
         image(res.std, f"{path.stem} std", "magma", {**meta, "role": "std"}),
     ]
-    layers += spread_layers(
-        res.std,
-        res.std_between,
-        res.lower,
-        res.upper,
-        interval_tag(res.interval_level, res.calibrated),
-        {**meta, "interval_level": res.interval_level, "calibrated": res.calibrated},
-        prefix=f"{path.stem} ",
-    )
+    layers += spread_layers(res, meta, prefix=f"{path.stem} ")
     return layers
 
 
