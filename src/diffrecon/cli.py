@@ -153,8 +153,9 @@ def _parser() -> argparse.ArgumentParser:
         default="std",
         help="what the interval scales: the std of the draws, or a score fitted to the "
         "errors from the within- and between-prior spread, the distance to the self-tuned "
-        "L1 image and the back-projected hold-out residual (weights fitted on half the "
-        "slices, the scale on the other half; docs/uncertainty.md) (default: %(default)s)",
+        "L1 image, the back-projected hold-out residual and the mean's gradient (weights "
+        "fitted on half the slices, the scale on the other half; needs the hold-out check; "
+        "docs/uncertainty.md) (default: %(default)s)",
     )
     cal.add_argument("--overwrite", action="store_true", help="replace an existing file")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -628,8 +628,10 @@ class ReconstructionJob:
         if final and evidence is not None:
             l1, resid = (to_file(evidence[k]) for k in ("l1", "holdout_residual"))
         if level is not None and self.calibration is not None:
-            feats = score_features(mean, std, within, between, l1, resid)
             cal = self.calibration
+            feats = None
+            if cal.weights is not None:  # a fitted score: the features it weighs
+                feats = score_features(mean, std, within, between, l1, resid)
             lower, upper = (a.astype(np.float32) for a in cal.interval(mean, std, feats))
             std_cal = cal.calibrated_std(mean, std, feats).astype(np.float32)
         elif level is not None and kept:

@@ -15,14 +15,16 @@ that matter at 8x come from the prior itself, where the std stays low. A run kno
 The draws-derived maps and the L1 distance are smoothed (:data:`SMOOTHING` pixels): a std
 from 4 draws has a 40% Monte-Carlo error per pixel, and averaging neighbours trades
 resolution the map does not need for a score that ranks pixels by their error (on the
-real-anatomy bench, Spearman with |error| rose from 0.09 to 0.20 for the std alone).
+uncertainty bench, Spearman with |error| rose from 0.11 to 0.24 at 4x and from 0.17 to
+0.29 at 8x for the std alone, docs/uncertainty.md).
 
 :func:`fit_weights` fits non-negative weights ``w`` of ``score = sum_f w_f feature_f`` to the
 |error| of calibration slices (least squares over their foreground, each slice in units of
-its own intensity), and the interval is ``mean +- lam * score`` with ``lam`` from conformal
+its own error), and the interval is ``mean +- lam * score`` with ``lam`` from conformal
 risk control as for the std. Conformal risk control keeps its guarantee for *any* score
 fixed before the calibration slices are seen, so the weights must come from other slices
-than ``lam``: :func:`diffrecon.uncertainty.conformal.calibrate` splits them.
+than ``lam`` (:func:`diffrecon.calibration_run.calibrate_files` fits them on every other
+slice and ``lam`` on the rest).
 """
 
 from __future__ import annotations
@@ -117,9 +119,9 @@ def fit_weights(
 ) -> dict[str, float]:
     """Non-negative weights of the features ``names`` that best predict ``|error|`` (least
     squares over each slice's ``mask``, a seeded subset of :data:`FIT_PIXELS` pixels per
-    slice, every slice divided by its 99th-percentile |error| plus feature scale so bright
-    slices do not dominate). A feature missing from a slice counts as zero there; one that
-    is zero everywhere gets weight 0."""
+    slice; the errors and features of each slice divided by the 99th percentile of its
+    |error|, so bright slices do not dominate). A feature missing from a slice counts as
+    zero there; one that is zero everywhere gets weight 0."""
     from scipy.optimize import nnls
 
     if not features or len(features) != len(errors) or len(errors) != len(masks):
