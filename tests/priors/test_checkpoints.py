@@ -238,7 +238,8 @@ def test_cli_takes_a_checkpoint_with_its_options(tmp_path, tiny_kspace_file):
     res = read_results(tmp_path / "out" / "tiny.h5")
     assert res.attrs["prior"] == "dds" and np.isfinite(res.reconstruction).all()
     # heads that do not divide the attention channels, a malformed or unknown option: exit 2
-    for bad in ("num_head_channels=48", "bogus", "sigma_data=0.5"):
+    # (issue 28 #8d: data_scale=0 was a ZeroDivisionError)
+    for bad in ("num_head_channels=48", "bogus", "sigma_data=0.5", "data_scale=0"):
         assert main([*base, *run, "--prior-option", bad, "-o", str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2" / "tiny.h5").exists()
 
@@ -250,3 +251,15 @@ def test_ncsnpp_runs_at_sizes_other_than_its_training_size():
     for shape in ((1, 2, 48, 40), (2, 2, 64, 64)):
         out = net(torch.rand(shape), torch.full((shape[0],), 0.5))
         assert out.shape == shape and torch.isfinite(out).all()
+
+
+def test_a_degenerate_data_scale_is_refused_by_name():
+    from diffrecon.priors.wrappers import ScaledDenoiser
+
+    for scale, shift, match in (
+        (0.0, 0.0, "data_scale"),
+        (float("nan"), 0.0, "data_scale"),
+        (1.0, float("inf"), "data_shift"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ScaledDenoiser(lambda x, s: x, scale, shift)

@@ -7,6 +7,7 @@ Variance-preserving diffusion (DDPM) uses ``z_t = sqrt(a_t) x0 + sqrt(1 - a_t) e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -89,6 +90,10 @@ class ScaledDenoiser:
 
     def __init__(self, inner: Callable, scale: float = 1.0, shift: float = 0.0) -> None:
         self.inner, self.scale, self.shift = inner, float(scale), float(shift)
+        if not (math.isfinite(self.scale) and self.scale != 0):
+            raise ValueError(f"data_scale must be a finite, non-zero number, got {scale!r}")
+        if not math.isfinite(self.shift):
+            raise ValueError(f"data_shift must be a finite number, got {shift!r}")
         for attr in ("sigma_min", "sigma_max", "sigma_data"):
             if hasattr(inner, attr):
                 setattr(self, attr, getattr(inner, attr) / abs(self.scale))
