@@ -98,16 +98,9 @@ def calibrate_files(
             means.append(res.mean.astype(np.float64))
             stds.append(res.std.astype(np.float64))
             quants.append(res.quantiles.astype(np.float64))
-            feats.append(
-                score_features(
-                    res.mean,
-                    res.std,
-                    res.std_within,
-                    res.std_between,
-                    res.l1_image,
-                    res.holdout_residual,
-                )
-            )
+            if score == "fitted":  # the std alone needs no features
+                parts = (res.std_within, res.std_between, res.l1_image, res.holdout_residual)
+                feats.append(score_features(res.mean, res.std, *parts))
             if on_slice is not None:
                 on_slice(job.input.path.name, idx, time.perf_counter() - t1)
     if score == "std":
@@ -135,7 +128,10 @@ def calibrate_files(
                 f"scale on the other half: {err}"
             ) from err
     report = coverage_report(truths, means, stds, quants, QUANTILES, LEVELS)
-    covered = [cal.foreground_coverage(truths[i], means[i], stds[i], feats[i]) for i in scale_on]
+    covered = [
+        cal.foreground_coverage(truths[i], means[i], stds[i], feats[i] if feats else None)
+        for i in scale_on
+    ]
     report["calibrated_foreground_coverage_per_slice"] = covered
     report["calibrated_foreground_coverage_mean"] = float(np.mean(covered))
     report["seconds"] = time.perf_counter() - t0
