@@ -263,3 +263,43 @@ def test_merge_refuses_parts_made_with_other_settings(tmp_path):
     parts[1] = part(1, 0)
     merged = read_results(merge_parts(parts, tmp_path / "m.h5"))
     assert merged.slice_indices.tolist() == [0, 1] and merged.attrs["command"] == "run 0"
+
+
+@pytest.mark.parametrize("workers", [None, 1])
+def test_ctrl_c_writes_the_manifest_and_resume_continues(tmp_path, folder, tiny_bundle, workers):
+    """Ctrl-C (KeyboardInterrupt) after the first slice, in process or on Dask: the batch
+    stops, closes its cluster quietly, writes a manifest naming the interrupted inputs,
+    keeps the finished slice for --resume, and raises BatchInterrupted (issue 28 #10)."""
+    import signal
+
+    from diffrecon.batch import BatchInterrupted, _executor
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "o"
+    # on Dask the other slice runs meanwhile: slow enough that the interrupt comes first
+    slow = {**_settings(tiny_bundle), "overrides": {"steps": 2 if workers is None else 80}}
+    with pytest.raises(BatchInterrupted) as caught:
+        reconstruct_files([folder / "f0.h5"], out, workers=workers, on_slice=stop, **slow)
+    assert caught.value.manifest == out / "manifest.csv"
+    (row,) = json.loads((out / "manifest.json").read_text())
+    assert row["status"] == "interrupted" and "--resume continues" in row["error"]
+    parts = sorted(p.name for p in (out / ".f0.h5.parts").iterdir())
+    assert parts, "the finished slice is kept"
+    again = []
+    rows = reconstruct_files(
+        [folder / "f0.h5"], out, resume=True, on_slice=lambda n, i, f, e: again.append(i),
+        **slow,
+    )  # fmt: skip
+    assert rows[0]["status"] == "done" and len(again) == 2 - len(parts)
+    if workers:  # the worker processes leave a terminal's Ctrl-C to the batch
+        client, cluster = _executor(None, 1)
+        try:
+            assert set(client.run(lambda: signal.getsignal(signal.SIGINT)).values()) == {
+                signal.SIG_IGN
+            }
+        finally:
+            client.close()
+            cluster.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored here

@@ -8,6 +8,7 @@ import json
 import h5py
 import numpy as np
 import pydicom
+import pytest
 
 from diffrecon.calibration_run import diagram_path
 from diffrecon.cli import CORRELATION_WARN, SCALE_WARN, main
@@ -63,7 +64,7 @@ def test_calibrate_then_reconstruct_with_calibrated_intervals(
     from diffrecon_napari import _io
 
     names = [kw["name"] for _, kw, _ in _io.get_reader(str(out / "tiny.h5"))(str(out / "tiny.h5"))]
-    assert "tiny lower 50% (calibrated)" in names and "tiny upper 50% (calibrated)" in names
+    assert "lower 50% (calibrated) · tiny" in names and "upper 50% (calibrated) · tiny" in names
 
     # a calibration made for other settings is refused before any work, naming the mismatch
     other = tmp_path / "other"
@@ -167,3 +168,26 @@ def test_a_fitted_score_calibrates_and_a_run_uses_its_features(
         == 2
     )
     assert "hold-out" in capsys.readouterr().err
+
+
+def test_calibrate_on_dask_workers_fits_what_the_in_process_run_fits(
+    tmp_path, tiny_kspace_file, tiny_bundle, capsys
+):
+    """``calibrate --workers`` reconstructs the slices on the batch path and fits the same
+    calibration; its scratch folder is gone afterwards (issue 28 #14). Without --quiet each
+    slice is named in the log (no bar: stderr is not a terminal)."""
+    rc, here = _calibrate(tmp_path, tiny_kspace_file, tiny_bundle)
+    assert rc == 0
+    capsys.readouterr()
+    (tmp_path / "dask").mkdir()
+    out = tmp_path / "dask" / "cal.json"
+    loud = [a for a in RUN if a != "--quiet"]
+    args = ["calibrate", str(tiny_kspace_file), "-o", str(out), "--prior", str(tiny_bundle)]
+    assert main([*args, *loud, "--interval-level", "0.5", "--workers", "1"]) == 0
+    log = capsys.readouterr().out
+    assert "tiny.h5 slice 0" in log and "tiny.h5 slice 1" in log
+    a, b = json.loads(here.read_text()), json.loads(out.read_text())
+    assert a["calibration_slices"] == b["calibration_slices"] == 2
+    assert b["lambda"] == pytest.approx(a["lambda"], rel=1e-3)  # Dask's rounding (docs)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cal.json", diagram_path(out).name]
+    assert main([*args, *RUN, "--workers", "0", "--overwrite"]) == 2

@@ -232,6 +232,10 @@ def test_one_file_takes_the_batch_path(tmp_path, tiny_kspace_file, tiny_bundle, 
     res = read_results(out / "tiny.h5")
     assert res.zero_filled.shape == res.reconstruction.shape and (res.zero_filled > 0).any()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # the subset is stored at the file's slice count, as evaluate.py reads volumes (#12)
+    with h5py.File(out / "tiny.h5", "r") as f, h5py.File(tiny_kspace_file, "r") as k:
+        assert f["reconstruction"].shape[0] == k["kspace"].shape[0] == f.attrs["input_slices"]
+        assert np.isnan(f["reconstruction"][0]).all() and res.slice_indices.tolist() == [1]
 
 
 def test_help_is_plain_text_and_states_the_presets_own_levels(capsys):

@@ -3,9 +3,11 @@
 A block may be preceded by directives in HTML comments (invisible when rendered):
 
 - ``<!-- docs-test: skip: WHY -->``: not run; the reason is required and shown;
-- ``<!-- docs-test: setup: NAME -->``: the block needs the variables of a setup (``mri``:
-  ``y``, ``operator``, ``maps``, ``x``, ``mask``, ``kspace`` of a tiny multicoil problem and
-  the shipped ``prior``; ``checkpoints``: tiny checkpoint files in the published layouts);
+- ``<!-- docs-test: name: NAME -->``: a visible block that later blocks of the same document
+  build on (it runs as a test of its own too);
+- ``<!-- docs-test: after: NAME -->``: run the block named ``NAME`` of the same document,
+  which comes before it, first, in the same folder and namespace: a snippet runs as written
+  after at most that visible setup, nothing is injected out of sight (issue 28 #11);
 - ``<!-- docs-test: replace: OLD => NEW -->``: run with ``OLD`` replaced (large data or long
   runs swapped for small ones; every replacement must apply).
 
@@ -25,8 +27,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,8 @@ class Block:
     lang: str
     code: str
     skip: str | None = None
-    setups: list[str] = field(default_factory=list)
+    name: str | None = None
+    after: str | None = None
     replace: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -73,8 +74,10 @@ def collect_blocks() -> list[Block]:
                     kind, arg = DIRECTIVE.search(lines[k]).groups()
                     if kind == "skip":
                         block.skip = arg
-                    elif kind == "setup":
-                        block.setups.append(arg)
+                    elif kind == "name":
+                        block.name = arg
+                    elif kind == "after":
+                        block.after = arg
                     elif kind == "replace":
                         old, _, new = arg.partition(" => ")
                         block.replace.append((old, new))
@@ -117,81 +120,41 @@ def _workspace(tmp_path: Path, tiny: Path) -> Path:
     return tmp_path
 
 
-def _mri_setup() -> dict:
-    """``y``, ``operator``, ``maps``, ``x``, ``mask`` and the fully sampled ``kspace``
-    ``(coils, H, W)`` of a tiny multicoil problem, and the shipped ``prior``."""
-    import torch
-
-    from diffrecon.mri import cartesian_mask, prepare_slice, remove_readout_oversampling
-
-    with h5py.File("file.h5") as f:
-        k = remove_readout_oversampling(f["kspace"][0], 40)
-    mask = cartesian_mask(k.shape[-1], 4.0, 0.08, seed=0).mask
-    prep = prepare_slice(np.asarray(k), mask)
-    x = torch.randn(1, 2, *k.shape[-2:])
-    from diffrecon.priors import load
-
-    return {
-        "prior": load("brain-mri-default"),
-        "y": prep.y,
-        "operator": prep.operator,
-        "maps": prep.maps,
-        "x": x,
-        "mask": mask.numpy(),
-        "kspace": np.asarray(k),
-    }
+def _named(block: Block) -> Block:
+    """The visible setup block ``block`` names (same document, before it)."""
+    found = [b for b in BLOCKS if b.doc == block.doc and b.name == block.after]
+    assert len(found) == 1, f"{block.id}: no single block named {block.after!r} in {block.doc.name}"
+    assert found[0].line < block.line, f"{block.id}: its setup {block.after!r} comes after it"
+    assert found[0].after is None and found[0].skip is None, f"{block.id}: setups do not chain"
+    return found[0]
 
 
-def _checkpoints_setup() -> dict:
-    """Tiny random checkpoints in the published layouts, under the names the docs use:
-    ``inversebench-brain.pt`` (``{"net": EDMPrecond state dict}``, DhariwalUNet) and
-    ``dds-brain.pt`` (a bare guided-diffusion state dict with learned variance); and
-    ``my_eps_net``, a module with ``2C`` output channels."""
-    import torch
-
-    from diffrecon.priors.families.adm import ADMNetwork
-    from diffrecon.priors.families.edm import EDMNetwork
-
-    torch.manual_seed(0)
-    edm = EDMNetwork(
-        "DhariwalUNet", img_resolution=32, in_channels=2, out_channels=2, model_channels=16,
-        channel_mult=[1, 2], num_blocks=1, attn_resolutions=[16],
-    )  # fmt: skip
-    torch.save({"net": edm.state_dict(), "step": 0}, "inversebench-brain.pt")
-    adm = ADMNetwork(
-        True, in_channels=2, model_channels=32, out_channels=4, num_res_blocks=1,
-        attention_ds=(2,), channel_mult=(1, 2), num_head_channels=16,
-        use_scale_shift_norm=True, resblock_updown=True,
-    )  # fmt: skip
-    torch.save(adm.state_dict(), "dds-brain.pt")
-
-    class EpsNet(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
-
-        def forward(self, z, t):
-            return self.conv(z)
-
-    return {"my_eps_net": EpsNet()}
+def test_setups_are_visible_blocks_of_the_same_document():
+    afters = [b for b in BLOCKS if b.after is not None]
+    assert len(afters) >= 4  # the README's array examples, operators, samplers, priors
+    for b in afters:
+        assert _named(b).lang == "python"
 
 
-SETUPS = {"mri": _mri_setup, "checkpoints": _checkpoints_setup}
+def _code(block: Block) -> str:
+    code = block.code
+    for old, new in block.replace:
+        assert old in code, f"{block.id}: replacement {old!r} does not apply"
+        code = code.replace(old, new)
+    return code
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_doc_block_runs(block: Block, tmp_path, tiny_files, monkeypatch):
     if block.skip is not None:
         pytest.skip(block.skip)
-    code = block.code
-    for old, new in block.replace:
-        assert old in code, f"{block.id}: replacement {old!r} does not apply"
-        code = code.replace(old, new)
+    code = _code(block)
     work = _workspace(tmp_path, tiny_files)
     monkeypatch.chdir(work)
     namespace: dict = {"__name__": "__docs__"}
-    for name in block.setups:
-        namespace.update(SETUPS[name]())
+    if block.after is not None:
+        setup = _named(block)
+        exec(compile(_code(setup), setup.id, "exec"), namespace)
     if block.lang == "bash":
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

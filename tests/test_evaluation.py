@@ -15,7 +15,7 @@ import pytest
 
 from diffrecon.cli import main
 from diffrecon.evaluation import evaluate_folder
-from diffrecon.io.results import write_results
+from diffrecon.io.results import merge_parts, read_results, write_results
 from diffrecon.mri import center_crop
 from diffrecon.results import SliceResult, VolumeResult
 
@@ -151,3 +151,45 @@ def test_the_manifest_scores_as_evaluate_does_on_non_square_images(
     assert scores[0].slices == 2
     assert row["psnr"] == pytest.approx(scores[0].psnr, abs=1e-6)
     assert row["ssim"] == pytest.approx(scores[0].ssim, abs=1e-6)
+
+
+def test_a_slice_subset_file_is_read_by_fastmri_evaluate_and_scores_nan(tmp_path, fastmri_evaluate):
+    """A subset's ``reconstruction`` is stored at the input's slice count with NaN in the
+    slices not reconstructed: fastMRI's evaluate.py reads it without a shape error and
+    scores it nan (not a figure that mixes in slices nobody reconstructed), while
+    ``diffrecon evaluate``, ``read_results`` and ``merge_parts`` see the subset (issue 28
+    #12)."""
+    targets, preds = _volumes(tmp_path, n=1, slices=5)
+    full = h5py.File(preds / "file0.h5", "r")["reconstruction"][()]
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    picked = [SliceResult(full[i], np.full_like(full[i], 0.5), 2) for i in (3, 1)]
+    write_results(sub / "file0.h5", VolumeResult(picked, [3, 1], {"input_slices": 5}))
+    with h5py.File(sub / "file0.h5", "r") as f:
+        stored = f["reconstruction"][()]
+        assert stored.shape == (5, 40, 32) and f["std"].shape == (2, 40, 32)
+    assert np.isnan(stored[[0, 2, 4]]).all() and np.array_equal(stored[[3, 1]], full[[3, 1]])
+    args = types.SimpleNamespace(
+        target_path=targets, predictions_path=sub, acquisition=None, acceleration=None
+    )
+    ref = fastmri_evaluate.evaluate(args, "reconstruction_rss")  # no shape error
+    assert np.isnan(ref.means()["PSNR"])
+    res = read_results(sub / "file0.h5")
+    assert res.reconstruction.shape == (2, 40, 32)
+    assert np.array_equal(res.reconstruction, full[[3, 1]]) and res.std.shape == (2, 40, 32)
+    (score,), _ = evaluate_folder(targets, sub)
+    assert score.slices == 2 and np.isfinite(score.psnr)
+    # one-slice parts are written unpadded and merged into a padded subset
+    parts = []
+    for i in (1, 3):
+        part = tmp_path / f"part{i}.h5"
+        one = VolumeResult([SliceResult(full[i], full[i] * 0, 2)], [i], {"input_slices": 5})
+        parts.append(write_results(part, one, pad=False))
+        assert h5py.File(part, "r")["reconstruction"].shape == (1, 40, 32)
+    merged = merge_parts(parts, tmp_path / "merged.h5")
+    assert h5py.File(merged, "r")["reconstruction"].shape == (5, 40, 32)
+    assert np.array_equal(read_results(merged).reconstruction, full[[1, 3]])
+    # a whole volume is stored as it is
+    whole = [SliceResult(p, p * 0, 2) for p in full]
+    write_results(tmp_path / "whole.h5", VolumeResult(whole, list(range(5)), {"input_slices": 5}))
+    assert h5py.File(tmp_path / "whole.h5", "r")["reconstruction"].shape == (5, 40, 32)

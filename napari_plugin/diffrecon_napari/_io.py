@@ -12,7 +12,7 @@ from diffrecon_napari._layers import LayerData
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
-    """A reader for fastMRI / diffrecon result ``.h5`` files and DICOM series, else None."""
+    """A reader for fastMRI / diffrecon result ``.h5`` files, NIfTI and DICOM, else None."""
     from diffrecon.io.dicom import is_dicom
 
     if isinstance(path, list):
@@ -24,6 +24,8 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
         return _readers.read_fastmri_layers
     if kind == "result":
         return _readers.read_result_layers
+    if _readers.is_nifti(path):
+        return _readers.read_nifti_layers
     if is_dicom(path):
         return _readers.read_dicom_layers
     return None

@@ -22,17 +22,25 @@ def image(data: Any, name: str, colormap: str, meta: dict[str, Any]) -> LayerDat
     return (data, {"name": name, "colormap": colormap, "metadata": {META: meta}}, "image")
 
 
+def layer_name(what: str, source: str = "") -> str:
+    """``"mean · file1000001, slice 3"``: what the layer shows first, then where it comes
+    from, so napari's layer list, which shortens long names in the middle, keeps the what."""
+    return f"{what} · {source}" if source else what
+
+
 def result_layers(
     result: SliceResult,
     attrs: dict[str, Any],
     slice_index: int,
     final: bool,
     target: np.ndarray | None = None,
+    source: str = "",
 ) -> list[LayerData]:
-    """Layers for a (running or final) slice result: mean (gray), std (magma), the draws when
-    kept, the interval bounds of a final result (named calibrated or uncalibrated), the
-    zero-filled image and the mask the run used, and ``|error|`` for a final result when a
-    ``target`` (cropped alike) is given, on the std's colormap and limits."""
+    """Layers for a (running or final) slice result, named ``what · source``
+    (:func:`layer_name`): std (magma), the draws when kept, the between-prior spread and
+    interval width of a final result (:func:`spread_layers`), the zero-filled image and the
+    mask the run used, ``|error|`` for a final result when a ``target`` (cropped alike) is
+    given, on the std's colormap and limits, and the mean (gray) last, so it is on top."""
     meta = {
         "attrs": attrs,
         "metrics": result.metrics,
@@ -40,63 +48,65 @@ def result_layers(
         "draws_done": result.draws_done,
         "final": final,
     }
-    out = [
-        image(result.mean, "mean", "gray", {**meta, "role": "mean"}),
-        image(result.std, "std", "magma", {**meta, "role": "std"}),
-    ]
+    out = [image(result.std, layer_name("std", source), "magma", {**meta, "role": "std"})]
     if result.draws is not None:
-        out.append(image(result.draws, "draws", "gray", {**meta, "role": "draws"}))
-    if final:
-        out += spread_layers(result, meta)
-    if result.zero_filled is not None:
         out.append(
-            image(result.zero_filled, "zero-filled", "gray", {**meta, "role": "zero_filled"})
+            image(result.draws, layer_name("draws", source), "gray", {**meta, "role": "draws"})
         )
+    if final:
+        out += spread_layers(result, meta, source)
+    if result.zero_filled is not None:
+        name = layer_name("zero-filled", source)
+        out.append(image(result.zero_filled, name, "gray", {**meta, "role": "zero_filled"}))
     if final and result.provenance is not None:
         prov = result.provenance
         m = np.asarray(prov.mask, dtype=np.float32)
         if m.ndim == 1:  # columns: shown over the k-space rows
             rows = prov.maps_used.shape[-2] if prov.maps_used is not None else 1
             m = np.broadcast_to(m, (rows, m.shape[0]))
-        out.append(image(np.ascontiguousarray(m), "mask", "gray", {**meta, "role": "mask"}))
+        name = layer_name("mask", source)
+        out.append(image(np.ascontiguousarray(m), name, "gray", {**meta, "role": "mask"}))
     if final and target is not None:
         error = np.abs(result.mean - target)
-        out.append(image(error, "|error|", "magma", {**meta, "role": "error"}))
+        out.append(image(error, layer_name("|error|", source), "magma", {**meta, "role": "error"}))
         # std and |error| on one colour scale, so they compare by eye
         top = float(max(np.max(result.std), np.max(error))) or 1.0
         for _data, kwargs, _ in out:
             if kwargs["metadata"][META]["role"] in ("std", "error"):
                 kwargs["contrast_limits"] = [0.0, top]
+    out.append(image(result.mean, layer_name("mean", source), "gray", {**meta, "role": "mean"}))
     return out
 
 
-def spread_layers(res: Any, meta: dict[str, Any], prefix: str = "") -> list[LayerData]:
+def spread_layers(res: Any, meta: dict[str, Any], source: str = "") -> list[LayerData]:
     """The uncertainty beyond the std of a slice result or a result file (``std``,
     ``std_between``, ``lower``, ``upper``, ``interval_level``, ``calibrated``): the
     between-prior spread (runs with several priors, on the std's limits so the two compare
     by eye) and the interval width ``upper - lower`` as one layer with fixed limits (0 to
     its 99.5th percentile), the bounds themselves kept as hidden layers (what a file written
-    back needs)."""
+    back needs); named ``what · source``."""
     std, between, lower, upper = res.std, res.std_between, res.lower, res.upper
     tag = interval_tag(res.interval_level, res.calibrated)
     meta = {**meta, "interval_level": res.interval_level, "calibrated": res.calibrated}
     out = []
-    if between is not None:
-        top = float(np.percentile(std, 99.5)) or 1.0
-        layer = image(
-            between, f"{prefix}between-prior spread", "magma", {**meta, "role": "between"}
-        )
-        layer[1]["contrast_limits"] = [0.0, max(top, float(np.percentile(between, 99.5)))]
-        out.append(layer)
     if lower is not None and upper is not None:
-        width = np.asarray(upper, np.float32) - np.asarray(lower, np.float32)
-        layer = image(width, f"{prefix}{tag} interval width", "viridis", {**meta, "role": "width"})
-        layer[1]["contrast_limits"] = [0.0, float(np.percentile(width, 99.5)) or 1.0]
-        out.append(layer)
         for role, data in (("lower", lower), ("upper", upper)):
-            hidden = image(data, f"{prefix}{role} {tag}", "gray", {**meta, "role": role})
+            hidden = image(
+                data, layer_name(f"{role} {tag}", source), "gray", {**meta, "role": role}
+            )
             hidden[1]["visible"] = False
             out.append(hidden)
+        width = np.asarray(upper, np.float32) - np.asarray(lower, np.float32)
+        name = layer_name(f"{tag} interval width", source)
+        layer = image(width, name, "viridis", {**meta, "role": "width"})
+        layer[1]["contrast_limits"] = [0.0, float(np.percentile(width, 99.5)) or 1.0]
+        out.append(layer)
+    if between is not None:
+        top = float(np.percentile(std, 99.5)) or 1.0
+        name = layer_name("between-prior spread", source)
+        layer = image(between, name, "magma", {**meta, "role": "between"})
+        layer[1]["contrast_limits"] = [0.0, max(top, float(np.percentile(between, 99.5)))]
+        out.append(layer)
     return out
 
 

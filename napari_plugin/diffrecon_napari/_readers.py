@@ -1,4 +1,4 @@
-"""Files as napari layers: fastMRI k-space, diffrecon result files, DICOM series."""
+"""Files as napari layers: fastMRI k-space, diffrecon result files, DICOM series, NIfTI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffrecon_napari._layers import LayerData, image, spread_layers
+from diffrecon_napari._layers import LayerData, image, layer_name, spread_layers
 
 
 def h5_kind(path: str | Path) -> str | None:
@@ -62,14 +62,14 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
     return [
         image(
             np.stack(logk).astype(np.float32),
-            f"{p.stem} k-space (log|k|)",
+            layer_name("k-space (log|k|)", p.stem),
             "gray",
             {**meta, "kind": "kspace"},
         ),
-        image(mask2d, f"{p.stem} mask ({tag})", "gray", {**meta, "kind": "mask"}),
+        image(mask2d, layer_name(f"mask ({tag})", p.stem), "gray", {**meta, "kind": "mask"}),
         image(
             np.stack(zf).astype(np.float32),
-            f"{p.stem} zero-filled ({tag})",
+            layer_name(f"zero-filled ({tag})", p.stem),
             "gray",
             {**meta, "kind": "zero_filled"},
         ),
@@ -77,8 +77,9 @@ def read_fastmri_layers(path: str | Path) -> list[LayerData]:
 
 
 def read_result_layers(path: str | Path) -> list[LayerData]:
-    """A diffrecon result file as its mean (gray) and std (magma) layers, its between-prior
-    spread and interval width when it has them (:func:`spread_layers`)."""
+    """A diffrecon result file as its std (magma), its between-prior spread and interval
+    width when it has them (:func:`spread_layers`) and its mean (gray) on top, each named
+    ``what · file stem``."""
     from diffrecon.io.results import read_results
 
     path = Path(path)
@@ -89,12 +90,13 @@ def read_result_layers(path: str | Path) -> list[LayerData]:
         "attrs": res.attrs,
         "slice_indices": res.slice_indices.tolist(),
     }
-    layers = [
-        image(res.reconstruction, f"{path.stem} mean", "gray", {**meta, "role": "mean"}),
-        image(res.std, f"{path.stem} std", "magma", {**meta, "role": "std"}),
-    ]
-    layers += spread_layers(res, meta, prefix=f"{path.stem} ")
-    return layers
+    src = path.stem
+    layers = [image(res.std, layer_name("std", src), "magma", {**meta, "role": "std"})]
+    layers += spread_layers(res, meta, src)
+    layers.append(
+        image(res.reconstruction, layer_name("mean", src), "gray", {**meta, "role": "mean"})
+    )
+    return layers  # the mean last: on top
 
 
 def read_dicom_layers(path: str | Path) -> list[LayerData]:
@@ -104,3 +106,33 @@ def read_dicom_layers(path: str | Path) -> list[LayerData]:
     stack, meta = read_dicom_series(path)
     name = meta["SeriesDescription"] or Path(path).stem
     return [image(stack, name, "gray", {**meta, "kind": "dicom"})]
+
+
+def is_nifti(path: str | Path) -> bool:
+    """A ``.nii`` or ``.nii.gz`` file (by name; nibabel checks the header on reading)."""
+    name = Path(path).name.lower()
+    return Path(path).is_file() and name.endswith((".nii", ".nii.gz"))
+
+
+def read_nifti_layers(path: str | Path) -> list[LayerData]:
+    """A NIfTI volume (e.g. one map of ``diffrecon export-nifti``) as one layer, slices first
+    as napari's slider expects (the exports store ``(W, H, slices)``, NIfTI's x, y, z) and
+    scaled by the voxel size in mm; std-like maps on the std's colormap."""
+    import nibabel as nib
+
+    p = Path(path)
+    img = nib.load(str(p))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3:
+        raise ValueError(f"{p}: a {data.ndim}-D NIfTI image; this reader opens 2-D and 3-D ones")
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    zooms += [1.0] * (3 - len(zooms))
+    stem = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".nii.gz") else p.stem
+    colormap = "magma" if "_std" in stem else "gray"  # <stem>_std, _std_between, ...
+    descrip = img.header["descrip"].item().decode("latin-1").rstrip("\x00")
+    meta = {"path": str(p), "kind": "nifti", "descrip": descrip}
+    layer = image(np.ascontiguousarray(data.transpose(2, 1, 0)), stem, colormap, meta)
+    layer[1]["scale"] = [zooms[2], zooms[1], zooms[0]]
+    return [layer]

@@ -156,7 +156,8 @@ def stream(request: Request, cancel: threading.Event) -> Iterator[tuple[str, Any
 def request_layers(result: SliceResult, request: Request, final: bool) -> list[LayerData]:
     """:func:`~diffrecon_napari._layers.result_layers` for a request: the job's result-file
     attributes, and the file's target (cropped like the result) for ``|error|``."""
-    return _slice_layers(result, request, request.slice_index, final)
+    i = request.slice_index
+    return _slice_layers(result, request, i, final, f"{Path(request.path).stem}, slice {i}")
 
 
 def volume_layers(
@@ -169,7 +170,8 @@ def volume_layers(
 
     job = request.job
     n = job.input.num_slices
-    per = {i: _slice_layers(r, request, i, final) for i, r in results.items()}
+    source = f"{Path(request.path).stem}, all slices"  # apart from single-slice layers (2-D)
+    per = {i: _slice_layers(r, request, i, final, source) for i, r in results.items()}
     first = next(iter(per.values()))
     out = []
     for k, (data, kwargs, kind) in enumerate(first):
@@ -178,8 +180,7 @@ def volume_layers(
             stack[i] = layers[k][0]
         meta = dict(kwargs["metadata"])
         meta[META] = {**meta[META], "slice_indices": list(range(n)), "done": sorted(per)}
-        name = f"{kwargs['name']} (all slices)"  # apart from single-slice layers (2-D)
-        out.append((stack, {**kwargs, "name": name, "metadata": meta}, kind))
+        out.append((stack, {**kwargs, "metadata": meta}, kind))
     limits = [kw for _, kw, _ in out if "contrast_limits" in kw]
     if limits:
         top = max(float(d.max()) for d, kw, _ in out if "contrast_limits" in kw) or 1.0
@@ -189,7 +190,7 @@ def volume_layers(
 
 
 def _slice_layers(
-    result: SliceResult, request: Request, index: int, final: bool
+    result: SliceResult, request: Request, index: int, final: bool, source: str
 ) -> list[LayerData]:
     """One slice's layers with that slice's target for ``|error|``."""
     from diffrecon.mri.transforms import crop_target
@@ -198,4 +199,4 @@ def _slice_layers(
     target = job.input.target(index) if final else None
     if target is not None:
         target = crop_target(target, result.mean.shape)
-    return result_layers(result, job.attrs([result]), index, final, target)
+    return result_layers(result, job.attrs([result]), index, final, target, source)

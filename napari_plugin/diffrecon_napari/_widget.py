@@ -185,7 +185,8 @@ class ReconstructWidget(QWidget):
         self.info.value = summary_text(result) + ("" if final else " (running)")
 
     def _update(self, layers: list[Any]) -> None:
-        """Replace the data of layers already shown (same name), add the others."""
+        """Replace the data of layers already shown (same name: a re-run of the same slice
+        reuses its layers), add the others; the mean ends on top."""
         for data, kwargs, _ in layers:
             name = kwargs["name"]
             if name in self.viewer.layers:
@@ -197,6 +198,9 @@ class ReconstructWidget(QWidget):
                 )
             else:
                 self.viewer.add_image(data, **kwargs)
+        means = [kw["name"] for _, kw, _ in layers if kw["metadata"][META].get("role") == "mean"]
+        for name in means:
+            self.viewer.layers.move(self.viewer.layers.index(name), len(self.viewer.layers))
 
     def _on_error(self, exc: Exception) -> None:
         self.info.value = f"error: {exc}"

@@ -17,13 +17,16 @@ cluster of N one-thread processes; neither runs in this process. A manifest
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ import numpy as np
 
 from diffrecon._version import __version__
 from diffrecon.io.atomic import atomic_file, refuse_overwriting_inputs
-from diffrecon.io.results import merge_parts
+from diffrecon.io.results import merge_parts, read_reconstruction
 
 HOLDOUT_SCORES = ("holdout_score_posterior", "holdout_score_l1", "holdout_score_finish")
 
@@ -92,7 +95,7 @@ def run_slice_task(
     t0 = time.perf_counter()
     job.load_prior()
     res = job.run_slice(index, on_step=on_step)
-    write_results(part, VolumeResult([res], [index], job.attrs([res])), overwrite=True)
+    write_results(part, VolumeResult([res], [index], job.attrs([res])), overwrite=True, pad=False)
     return {
         "index": index,
         "seconds": time.perf_counter() - t0,
@@ -184,6 +187,9 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DIFFRECON_TORCH_T
 # 17 times slower in workers than in-process (bench/batch.py). A fixed 64 MiB threshold
 # restores the speed; it must be in the environment before the worker process starts.
 MALLOC_FIX = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
+# worker processes log distributed's errors only: a slice's failure reaches the batch (and
+# its manifest) through its future, and shutdown warnings after an interrupt are noise
+QUIET_WORKERS = {"DASK_LOGGING__DISTRIBUTED": "error"}
 
 
 def _refuse_other_settings(plans: list[FilePlan], settings: dict[str, Any]) -> None:
@@ -207,13 +213,25 @@ def _refuse_other_settings(plans: list[FilePlan], settings: dict[str, Any]) -> N
             plan.todo = []
 
 
-def _nanny_environ() -> Any:
-    """Dask config that gives worker processes :data:`MALLOC_FIX` at start-up."""
+@contextlib.contextmanager
+def _nanny_environ() -> Iterator[None]:
+    """Worker processes started inside get :data:`MALLOC_FIX` and :data:`QUIET_WORKERS` at
+    start-up, and ignore Ctrl-C: a terminal's interrupt goes to the whole process group,
+    and the batch, not each worker, stops the work (cancels the slices, closes the
+    cluster, writes the manifest)."""
     import dask
 
-    return dask.config.set(
-        {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC_FIX.items()}
-    )
+    env = {**MALLOC_FIX, **QUIET_WORKERS}
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited
+    try:
+        with dask.config.set(
+            {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}
+        ):
+            yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 def gpu_cluster(gpus: Sequence[int | str]) -> Any:
@@ -318,6 +336,7 @@ def reconstruct_files(
     failed: dict[tuple[Path, int], str] = {}
     client, cluster = _executor(client, workers, gpus) if tasks else (None, None)
     t0 = time.perf_counter()
+    interrupted = False
     try:
         if on_start is not None:
             on_start(len(tasks), getattr(client, "dashboard_link", None))
@@ -326,15 +345,47 @@ def reconstruct_files(
                 _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step)
         else:
             _run_dask(client, tasks, settings, retries, figures, failed, on_slice)
+    except KeyboardInterrupt:  # the finished slices are kept and listed in the manifest
+        interrupted = True
     finally:
         if cluster is not None:
-            client.close()
-            cluster.close()
+            _close_quietly(client, cluster)
     rows = [_finish_safely(plan, settings, figures, failed, nifti) for plan in plans]
     for row in rows:
         row["batch_seconds"] = round(time.perf_counter() - t0, 1)
+        missing = str(row.get("error")).startswith("slices without a result")
+        if interrupted and row["status"] == "failed" and missing:
+            row["status"] = "interrupted"
+            row["error"] = f"{row['error']}: interrupted; --resume continues from the slices done"
     write_manifest(out, rows)
+    if interrupted:
+        raise BatchInterrupted(out / "manifest.csv")
     return rows
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """A batch stopped by Ctrl-C after writing its manifest: the inputs done are merged, the
+    others keep their finished slices for ``--resume``."""
+
+    def __init__(self, manifest: Path) -> None:
+        super().__init__(str(manifest))
+        self.manifest = manifest
+
+
+def _close_quietly(client: Any, cluster: Any) -> None:
+    """Close a cluster this batch started without distributed's shutdown warnings (a worker
+    killed mid-slice after an interrupt, "still alive after 4 seconds, killing"): they are
+    about processes the batch is done with."""
+    import logging
+
+    log = logging.getLogger("distributed")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        client.close()
+        cluster.close()
+    finally:
+        log.setLevel(level)
 
 
 def _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step=None) -> None:
@@ -372,16 +423,25 @@ def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> No
             key=f"slice-{plan.input.name}-{idx}-{time.time_ns()}",
         )
         futures[fut] = (plan, idx)
-    for fut in as_completed(futures):
-        plan, idx = futures[fut]
-        try:
-            figures[(plan.input, idx)] = fut.result()
-        except Exception as err:
-            failed[(plan.input, idx)] = f"{type(err).__name__}: {err}"
-        if on_slice is not None:
-            on_slice(
-                plan.input.name, idx, figures.get((plan.input, idx)), failed.get((plan.input, idx))
-            )
+    try:
+        for fut in as_completed(futures):
+            _collect(fut, futures[fut], figures, failed, on_slice)
+    except KeyboardInterrupt:
+        client.cancel(list(futures))  # a shared scheduler stops the batch's slices too
+        raise
+
+
+def _collect(fut, where, figures, failed, on_slice) -> None:
+    """One finished Dask slice: its figures or its error, reported."""
+    plan, idx = where
+    try:
+        figures[(plan.input, idx)] = fut.result()
+    except Exception as err:
+        failed[(plan.input, idx)] = f"{type(err).__name__}: {err}"
+    if on_slice is not None:
+        on_slice(
+            plan.input.name, idx, figures.get((plan.input, idx)), failed.get((plan.input, idx))
+        )
 
 
 def _finish_safely(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict:
@@ -438,7 +498,7 @@ def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> d
                     row["holdout_guarded"] = int(sum(vals))
                 else:
                     row[key] = float(np.median(vals)) if vals else None
-        recon = f["reconstruction"][()]
+        recon = read_reconstruction(f, str(plan.output))
         zero = f["zero_filled"][()] if "zero_filled" in f else None
     # fastMRI evaluate.py's per-volume metrics over the slices reconstructed
     job = _job(plan.input, {**settings, "prior": "unused"})

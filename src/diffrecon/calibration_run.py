@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +52,11 @@ def check_fully_sampled(job: ReconstructionJob) -> None:
         )
 
 
-def calibrate_files(
-    jobs: Sequence[ReconstructionJob],
-    level: float = 0.9,
-    on_slice: Callable[[str, int, float], None] | None = None,
-    score: str = "std",
-) -> Calibration:
-    """Reconstruct every selected slice of each job's (fully sampled) file and fit the
-    calibration of ``level`` intervals. The jobs must share prior, sampler, mask and draws
-    (one ``valid_for``); their quantiles are set to what the coverage report needs.
-
-    ``score="std"`` scales the std; ``"fitted"`` the score of
-    :mod:`diffrecon.uncertainty.score`, its weights fitted on every other slice (0, 2, ...)
-    and the scale on the rest, so the guarantee holds (it needs the hold-out check for the
-    prior-free features, and twice the slices)."""
+def prepare_jobs(jobs: Sequence[ReconstructionJob], score: str = "std") -> list[ReconstructionJob]:
+    """The jobs as a calibration runs them (the quantiles its report needs, no intervals),
+    checked before any work: fully sampled files with a reference, one prior, preset, mask
+    and draw count (one ``valid_for``), a std (2 draws or more), the hold-out maps for
+    ``score="fitted"``. Loads the prior (once: the jobs share it)."""
     if not jobs:
         raise ValueError("calibration needs at least one file")
     if score not in SCORES:
@@ -86,25 +77,115 @@ def calibrate_files(
         raise ValueError("all calibration files must use one prior, sampler, mask and draws")
     if jobs[0].draws < 2:
         raise ValueError("calibration needs a std: use --draws 2 or more")
-    truths, means, stds, quants, feats = [], [], [], [], []
+    return jobs
+
+
+class _Slices:
+    """What the fit needs of each calibration slice, in file and slice order."""
+
+    def __init__(self, score: str) -> None:
+        self.score = score
+        self.truths: list[np.ndarray] = []
+        self.means: list[np.ndarray] = []
+        self.stds: list[np.ndarray] = []
+        self.quants: list[np.ndarray] = []
+        self.feats: list[dict[str, np.ndarray]] = []
+
+    def add(self, job: ReconstructionJob, idx: int, res: Any) -> None:
+        """One slice's result (a :class:`~diffrecon.results.SliceResult` or one slice of a
+        result file: ``mean``, ``std``, ``quantiles``, the spread and hold-out maps)."""
+        if not (np.isfinite(res.std).all() and np.isfinite(res.mean).all()):
+            raise ValueError(f"{job.input.path.name} slice {idx}: non-finite mean or std")
+        self.truths.append(crop_target(job.input.target(idx), res.mean.shape).astype(np.float64))
+        self.means.append(res.mean.astype(np.float64))
+        self.stds.append(res.std.astype(np.float64))
+        self.quants.append(res.quantiles.astype(np.float64))
+        if self.score == "fitted":  # the std alone needs no features
+            parts = (res.std_within, res.std_between, res.l1_image, res.holdout_residual)
+            self.feats.append(score_features(res.mean, res.std, *parts))
+
+
+def calibrate_files(
+    jobs: Sequence[ReconstructionJob],
+    level: float = 0.9,
+    on_slice: Callable[[str, int, float], None] | None = None,
+    score: str = "std",
+    on_step: Callable[[Any], None] | None = None,
+) -> Calibration:
+    """Reconstruct every selected slice of each job's (fully sampled) file in this process
+    and fit the calibration of ``level`` intervals (:func:`prepare_jobs` checks the jobs).
+
+    ``score="std"`` scales the std; ``"fitted"`` the score of
+    :mod:`diffrecon.uncertainty.score`, its weights fitted on every other slice (0, 2, ...)
+    and the scale on the rest, so the guarantee holds (it needs the hold-out check for the
+    prior-free features, and twice the slices). ``on_slice(name, index, seconds)`` and
+    ``on_step`` (the sampler's steps) report progress."""
+    jobs = prepare_jobs(jobs, score)
+    data = _Slices(score)
     t0 = time.perf_counter()
     for job in jobs:
         for idx in job.slice_indices:
             t1 = time.perf_counter()
-            res = job.run_slice(idx)
-            if not (np.isfinite(res.std).all() and np.isfinite(res.mean).all()):
-                raise ValueError(f"{job.input.path.name} slice {idx}: non-finite mean or std")
-            truths.append(crop_target(job.input.target(idx), res.mean.shape).astype(np.float64))
-            means.append(res.mean.astype(np.float64))
-            stds.append(res.std.astype(np.float64))
-            quants.append(res.quantiles.astype(np.float64))
-            if score == "fitted":  # the std alone needs no features
-                parts = (res.std_within, res.std_between, res.l1_image, res.holdout_residual)
-                feats.append(score_features(res.mean, res.std, *parts))
+            data.add(job, idx, job.run_slice(idx, on_step=on_step))
             if on_slice is not None:
                 on_slice(job.input.path.name, idx, time.perf_counter() - t1)
+    return _fit(data, jobs, level, score, time.perf_counter() - t0)
+
+
+@dataclass
+class _FileSlice:
+    """One slice of a result file, as :meth:`_Slices.add` reads it."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    quantiles: np.ndarray
+    std_within: np.ndarray | None
+    std_between: np.ndarray | None
+    l1_image: np.ndarray | None
+    holdout_residual: np.ndarray | None
+
+
+def calibrate_results(
+    jobs: Sequence[ReconstructionJob],
+    results: Sequence[str | Path],
+    level: float = 0.9,
+    score: str = "std",
+    seconds: float = 0.0,
+) -> Calibration:
+    """The same fit as :func:`calibrate_files` from the result files a batch run wrote for
+    the jobs' files, one per job in order (``calibrate --workers``: the slices were
+    reconstructed by :func:`~diffrecon.batch.reconstruct_files` with the jobs' settings
+    and ``quantile_levels=QUANTILES``). ``seconds``: the batch's time, for the report."""
+    from diffrecon.io.results import read_results
+
+    if len(results) != len(jobs):
+        raise ValueError(f"{len(jobs)} calibration files but {len(results)} result files")
+    data = _Slices(score)
+    for job, path in zip(jobs, results, strict=True):
+        res = read_results(path)
+        levels = None if res.quantile_levels is None else tuple(res.quantile_levels)
+        if levels is None or not np.allclose(levels, QUANTILES):
+            raise ValueError(f"{path}: quantiles {levels}, not the calibration's {QUANTILES}")
+        if [int(i) for i in res.slice_indices] != list(job.slice_indices):
+            raise ValueError(f"{path}: slices {res.slice_indices.tolist()} are not the job's")
+        for k, idx in enumerate(job.slice_indices):
+            opt = {
+                n: None if getattr(res, n) is None else getattr(res, n)[k]
+                for n in ("std_within", "std_between", "l1_image", "holdout_residual")
+            }
+            one = _FileSlice(res.reconstruction[k], res.std[k], res.quantiles[k], **opt)
+            data.add(job, idx, one)
+    return _fit(data, list(jobs), level, score, seconds)
+
+
+def _fit(
+    data: _Slices, jobs: list[ReconstructionJob], level: float, score: str, seconds: float
+) -> Calibration:
+    """The calibration of the collected slices, with its coverage report."""
+    truths, means, stds, feats = data.truths, data.means, data.stds, data.feats
+    key = jobs[0].calibration_key()
     if score == "std":
-        cal = calibrate(truths, means, stds, level, keys[0], __version__)
+        cal = calibrate(truths, means, stds, level, key, __version__)
         scale_on = list(range(len(truths)))
     else:
         fit_on, scale_on = list(range(0, len(truths), 2)), list(range(1, len(truths), 2))
@@ -117,7 +198,7 @@ def calibrate_files(
             cal = calibrate(
                 *([x[i] for i in scale_on] for x in (truths, means, stds)),
                 level,
-                keys[0],
+                key,
                 __version__,
                 features=[feats[i] for i in scale_on],
                 weights=weights,
@@ -127,14 +208,14 @@ def calibrate_files(
                 f"--score fitted fits its weights on half of the {len(truths)} slices and the "
                 f"scale on the other half: {err}"
             ) from err
-    report = coverage_report(truths, means, stds, quants, QUANTILES, LEVELS)
+    report = coverage_report(truths, means, stds, data.quants, QUANTILES, LEVELS)
     covered = [
         cal.foreground_coverage(truths[i], means[i], stds[i], feats[i] if feats else None)
         for i in scale_on
     ]
     report["calibrated_foreground_coverage_per_slice"] = covered
     report["calibrated_foreground_coverage_mean"] = float(np.mean(covered))
-    report["seconds"] = time.perf_counter() - t0
+    report["seconds"] = seconds
     report["files"] = [str(j.input.path) for j in jobs]
     cal.report = report
     return cal

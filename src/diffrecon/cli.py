@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,18 @@ def _parser() -> argparse.ArgumentParser:
         "L1 image, the back-projected hold-out residual and the mean's gradient (weights "
         "fitted on half the slices, the scale on the other half; needs the hold-out check; "
         "docs/uncertainty.md) (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="reconstruct the calibration slices on a local Dask cluster of N one-thread "
+        "worker processes (as reconstruct --workers), then fit",
+    )
+    cal.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler to reconstruct the calibration slices on",
     )
     cal.add_argument("--overwrite", action="store_true", help="replace an existing file")
     cal.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -483,6 +496,23 @@ def _gpu_ids(spec: str | None) -> list[str]:
 RESIDUAL_OK = (0.5, 1.5)  # a posterior mean's data residual outside this is warned about
 
 
+def _step_bar(bars: dict[str, Any], quiet: bool) -> Callable[[Any], None]:
+    """The sampler's step callback: a bar of the current slice's steps in ``bars["steps"]``,
+    started afresh at each slice's first step (none when stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    def step(state: Any) -> None:
+        bar = bars.get("steps")
+        if bar is None or state.i == 0:
+            if bar is not None:
+                bar.close()
+            bar = bars["steps"] = tqdm(unit="step", leave=False, disable=True if quiet else None)
+        bar.total = state.n
+        bar.update(1)
+
+    return step
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     """Reconstruct files, folders or lists: always :func:`diffrecon.batch.reconstruct_files`
     (in this process unless a cluster is asked for); exit 1 if any input failed."""
@@ -517,16 +547,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         # disable=None: no bar when stderr is not a terminal (a redirected log gets no \r)
         bars["slices"] = tqdm(total=n, unit="slice", disable=True if args.quiet else None)
 
-    def step(state: Any) -> None:
-        bar = bars.get("steps")
-        if bar is None or state.i == 0:
-            if bar is not None:
-                bar.close()
-            bar = bars["steps"] = tqdm(
-                unit="step", leave=False, disable=True if args.quiet else None
-            )
-        bar.total = state.n
-        bar.update(1)
+    step = _step_bar(bars, args.quiet)
 
     def done(name: str, idx: int, figures: Any, error: str | None) -> None:
         if error is not None:
@@ -621,6 +642,8 @@ CORRELATION_WARN = 0.1
 
 
 def _calibrate(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
     from diffrecon.calibration_run import calibrate_files, diagram_path, write_calibration
     from diffrecon.jobs import ReconstructionJob
 
@@ -632,13 +655,36 @@ def _calibrate(args: argparse.Namespace) -> None:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
     if not 0 < args.level < 1:
         raise BadInput(f"--level must lie in (0, 1), got {args.level}")
-    jobs = [ReconstructionJob(path, **_job_settings(args)) for path in args.inputs]
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {args.workers}")
+    if args.workers and args.scheduler:
+        raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+    settings = _job_settings(args)
+    jobs = [ReconstructionJob(path, **settings) for path in args.inputs]
+    bars: dict[str, Any] = {}
+    # disable=None: no bar when stderr is not a terminal; the per-slice lines go to the log
+    total = sum(len(job.slice_indices) for job in jobs)
+    bars["slices"] = tqdm(total=total, unit="slice", disable=True if args.quiet else None)
 
-    def report(name: str, idx: int, secs: float) -> None:
+    def report(name: str, idx: int, secs: float | None) -> None:
+        if "steps" in bars:
+            bars.pop("steps").close()
         if not args.quiet:
-            print(_term(f"{name} slice {idx}: {secs:.1f} s"), flush=True)
+            took = "" if secs is None else f": {secs:.1f} s"
+            tqdm.write(_term(f"{name} slice {idx}{took}"))
+        bars["slices"].update(1)
 
-    cal = calibrate_files(jobs, level=args.level, on_slice=report, score=args.score)
+    try:
+        if args.workers or args.scheduler:
+            cal = _calibrate_on_dask(args, jobs, settings, report)
+        else:
+            step = _step_bar(bars, args.quiet)
+            cal = calibrate_files(
+                jobs, level=args.level, on_slice=report, score=args.score, on_step=step
+            )
+    finally:
+        for bar in bars.values():
+            bar.close()
     out = write_calibration(args.out, cal, overwrite=args.overwrite)
     rep = cal.report
     fg = rep["gaussian"]["foreground"]
@@ -658,6 +704,54 @@ def _calibrate(args: argparse.Namespace) -> None:
         f"lambda {cal.lam:.3g} covers {rep['calibrated_foreground_coverage_mean']:.1%} on "
         f"the calibration slices -> {out} and {diagram_path(out)}"
     )
+
+
+def _calibrate_on_dask(
+    args: argparse.Namespace,
+    jobs: list[Any],
+    settings: dict[str, Any],
+    report: Callable[[str, int, float | None], None],
+) -> Any:
+    """``calibrate --workers/--scheduler``: the calibration slices reconstructed by the
+    batch path (the jobs' settings, the calibration's quantiles) into a scratch folder
+    beside ``-o``, removed afterwards, then the same fit as in process."""
+    import shutil
+    import tempfile
+    import time
+
+    from diffrecon.batch import reconstruct_files
+    from diffrecon.calibration_run import QUANTILES, calibrate_results, prepare_jobs
+
+    jobs = prepare_jobs(jobs, args.score)  # every check before a worker starts
+    client = None
+    if args.scheduler:
+        from dask.distributed import Client
+
+        client = Client(args.scheduler)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-slices-", dir=args.out.parent))
+    try:
+        t0 = time.perf_counter()
+        rows = reconstruct_files(
+            [job.input.path for job in jobs],
+            scratch,
+            client=client,
+            workers=args.workers,
+            on_slice=lambda name, idx, _figures, _error: report(name, idx, None),
+            **{**settings, "quantile_levels": QUANTILES, "interval_level": None},
+        )
+        failed = [r for r in rows if r["status"] != "done"]
+        if failed:
+            name, why = Path(failed[0]["input"]).name, failed[0].get("error")
+            raise ValueError(f"{name}: {failed[0]['status']}: {why}; nothing was fitted")
+        outputs = {Path(r["input"]).resolve(): Path(r["output"]) for r in rows}
+        results = [outputs[Path(job.input.path).resolve()] for job in jobs]
+        return calibrate_results(
+            jobs, results, args.level, args.score, seconds=time.perf_counter() - t0
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if client is not None:
+            client.close()
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -764,9 +858,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInput, FastMRIError, PriorLoadError, ValueError) as err:
         print(_term(f"diffrecon: error: {err}"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("diffrecon: interrupted", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt as stop:
+        manifest = getattr(stop, "manifest", None)  # a batch's: written before it stopped
+        more = "" if manifest is None else f"; manifest: {manifest} (--resume continues)"
+        print(_term(f"diffrecon: interrupted{more}"), file=sys.stderr)
+        return 130
     except Exception as err:  # a failure, not bad input: one line, exit 1
         print(_term(f"diffrecon: failed: {type(err).__name__}: {err}"), file=sys.stderr)
         return 1

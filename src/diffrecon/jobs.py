@@ -724,6 +724,7 @@ class ReconstructionJob:
             mask_type=self.mask_used,
             mask_type_requested=self.mask.kind,
             input=str(f.path),
+            input_slices=f.num_slices,
             # geometry from the ISMRMRD header, for DICOM and NIfTI exports
             pixel_spacing_mm=list(spacing) if spacing is not None else None,
             slice_thickness_mm=header.slice_thickness_mm if header is not None else None,

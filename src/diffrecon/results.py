@@ -54,6 +54,7 @@ class RunRecord:
     mask_type: str | None
     mask_type_requested: str | None
     input: str | None = None
+    input_slices: int | None = None  # the input's slice count (a subset pads to it on disk)
     pixel_spacing_mm: list[float] | None = None
     slice_thickness_mm: float | None = None
     patient_id: str | None = None

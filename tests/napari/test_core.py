@@ -4,6 +4,7 @@ writers."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -107,8 +108,10 @@ def test_stream_yields_steps_batches_then_done(tiny_kspace_file, tiny_bundle):
     np.testing.assert_allclose([v for k, v in raw if k == "batch"][-1].mean, raw[-1][1].mean)
     layers = _run.request_layers(events[-1][1], _request(tiny_kspace_file, tiny_bundle), True)
     names = [kw["name"] for _, kw, _ in layers]
-    assert names == ["mean", "std", "zero-filled", "mask", "|error|"]
-    by = {kw["name"]: (d, kw) for d, kw, _ in layers}
+    # what first, then where from (napari shortens long names in the middle); mean on top
+    src = " · tiny, slice 1"
+    assert names == [f"{n}{src}" for n in ("std", "zero-filled", "mask", "|error|", "mean")]
+    by = {kw["name"].removesuffix(src): (d, kw) for d, kw, _ in layers}
     # std and |error| share a colormap and limits, so they compare by eye
     assert by["std"][1]["colormap"] == by["|error|"][1]["colormap"]
     limits = by["std"][1]["contrast_limits"]
@@ -150,7 +153,7 @@ def test_writers_round_trip_h5_and_dicom(tiny_kspace_file, tiny_bundle, tmp_path
     assert back.draws.shape[1] == 4 and back.slice_indices.tolist() == [1]
     # the reader opens result files as mean/std layers
     names = [kw["name"] for _, kw, _ in _io.get_reader(h5)(h5)]
-    assert names == ["rec mean", "rec std"]
+    assert names == ["std · rec", "mean · rec"]  # the mean on top
     # saving over the k-space file the layers came from is refused, and it survives
     before = tiny_kspace_file.read_bytes()
     with pytest.raises(ValueError, match="refusing to write over an input"):
@@ -199,18 +202,16 @@ def test_all_slices_streams_each_slice_into_volumes_that_follow_the_slider(
     kind, done = events[-1]
     assert kind == "done" and sorted(done) == [0, 1]
     partial = _run.volume_layers(slices[0], req, False)
-    by = {kw["name"]: d for d, kw, _ in partial}
-    assert by["mean (all slices)"].shape[0] == 2 and not by["mean (all slices)"][1].any()
+    src = " · tiny, all slices"  # apart from the single-slice layers
+    by = {kw["name"].removesuffix(src): d for d, kw, _ in partial}
+    assert by["mean"].shape[0] == 2 and not by["mean"][1].any()
     layers = _run.volume_layers(done, req, True)
-    by = {kw["name"]: (d, kw) for d, kw, _ in layers}
-    mean = by["mean (all slices)"][0]
+    by = {kw["name"].removesuffix(src): (d, kw) for d, kw, _ in layers}
+    mean = by["mean"][0]
     # each plane is that slice's own single-slice result, the same as the CLI computes
     single = _run.run(_request(tiny_kspace_file, tiny_bundle, slice_index=0, draws=2))
     np.testing.assert_allclose(mean[0], single.mean, rtol=1e-5, atol=1e-6)
-    assert (
-        by["std (all slices)"][1]["contrast_limits"]
-        == by["|error| (all slices)"][1]["contrast_limits"]
-    )
+    assert by["std"][1]["contrast_limits"] == by["|error|"][1]["contrast_limits"]
     written = _layers.volume_from_layers(layers)  # the volume writes as a result file
     assert written.slice_indices == [0, 1] and written.slices[1].mean.shape == mean[1].shape
 
@@ -236,10 +237,39 @@ def test_a_result_shows_the_between_prior_spread_and_one_interval_width_layer(tm
     path = tmp_path / "rec.h5"
     write_results(path, VolumeResult([res], [0], {"interval_level": 0.9, "calibrated": True}))
     by = {kw["name"]: (data, kw) for data, kw, _ in _io.get_reader(str(path))(str(path))}
-    spread, kw = by["rec between-prior spread"]
+    spread, kw = by["between-prior spread · rec"]
     np.testing.assert_allclose(spread[0], 0.5 * std)
     assert kw["contrast_limits"][0] == 0 and kw["colormap"] == "magma"
-    width, kw = by["rec 90% (calibrated) interval width"]
+    width, kw = by["90% (calibrated) interval width · rec"]
     np.testing.assert_allclose(width[0], 4 * std, rtol=1e-4, atol=1e-6)
     assert kw["contrast_limits"] == [0.0, pytest.approx(float(np.percentile(4 * std, 99.5)))]
-    assert by["rec lower 90% (calibrated)"][1]["visible"] is False  # kept, not shown
+    assert by["lower 90% (calibrated) · rec"][1]["visible"] is False  # kept, not shown
+    assert list(by)[-1] == "mean · rec"  # on top
+
+
+def test_the_reader_opens_nifti_exports_and_claims_only_its_own_files(tmp_path):
+    """The package's own NIfTI exports open with their slices on the slider; the manifest
+    no longer claims every file (``*``) (issue 28 #13)."""
+    import yaml
+
+    from diffrecon.io.nifti import export_nifti
+    from diffrecon.io.results import write_results
+    from diffrecon.results import SliceResult, VolumeResult
+
+    rng = np.random.default_rng(0)
+    means = [rng.random((6, 5)).astype(np.float32) for _ in range(3)]
+    vol = VolumeResult([SliceResult(m, 0.1 * m, 2) for m in means], [0, 1, 2], {})
+    h5 = write_results(tmp_path / "rec.h5", vol)
+    paths = {p.name: p for p in export_nifti(h5, tmp_path / "nii")}
+    ((data, kw, kind),) = _io.get_reader(str(paths["rec_mean.nii.gz"]))(
+        str(paths["rec_mean.nii.gz"])
+    )
+    assert kind == "image" and data.shape == (3, 6, 5) and kw["colormap"] == "gray"
+    np.testing.assert_allclose(data, np.stack(means))
+    ((std, kw, _),) = _io.get_reader(str(paths["rec_std.nii.gz"]))(str(paths["rec_std.nii.gz"]))
+    assert kw["colormap"] == "magma" and kw["name"] == "rec_std"
+    manifest = yaml.safe_load((Path(_io.__file__).parent / "napari.yaml").read_text())
+    (reader,) = manifest["contributions"]["readers"]
+    assert "*" not in reader["filename_patterns"] and "*.nii.gz" in reader["filename_patterns"]
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert _io.get_reader(str(tmp_path / "notes.txt")) is None

@@ -1,6 +1,10 @@
 """Result files: one h5 per input that fastMRI's ``evaluate.py`` reads as it is.
 
-``reconstruction`` (slices, H, W) float32 posterior mean of the magnitude;
+``reconstruction`` (slices, H, W) float32 posterior mean of the magnitude, at the input's
+slice count (attribute ``input_slices``) even for a subset of slices, whose other slices
+are NaN (``evaluate.py`` reads whole volumes: it scores such a volume ``nan``, never a
+shape error; :func:`read_reconstruction` returns the reconstructed ones); every other
+per-slice dataset holds the reconstructed slices only, in ``slice_indices`` order;
 ``reconstruction_complex`` (slices, H, W) complex64 the complex posterior mean (for phase
 work and SigPy/BART pipelines); ``std`` the posterior std of the magnitude; optional
 ``draws`` (slices, n, H, W, gzip, chunked per image) and
@@ -96,8 +100,12 @@ class Results:
         return bool(self.attrs.get("calibrated", False)) and self.lower is not None
 
 
-def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = False) -> Path:
-    """Write one input's :class:`~diffrecon.results.VolumeResult` (atomically)."""
+def write_results(
+    path: str | Path, volume: VolumeResult, overwrite: bool = False, pad: bool = True
+) -> Path:
+    """Write one input's :class:`~diffrecon.results.VolumeResult` (atomically). A subset
+    of the input's slices is padded to the whole volume in ``reconstruction`` (NaN where not
+    reconstructed, :func:`_pad_subset`) unless ``pad`` is False (one-slice parts)."""
     slices = volume.slices
     data: dict[str, np.ndarray] = {
         "reconstruction": np.stack([s.mean for s in slices]).astype(np.float32),
@@ -126,7 +134,39 @@ def write_results(path: str | Path, volume: VolumeResult, overwrite: bool = Fals
         if name in data and not np.isfinite(data[name]).all():
             raise ValueError(f"{path}: the {name} map holds NaN or inf; nothing was written")
     flat = flat_attrs(volume.attrs)
-    return write_atomic_h5(Path(path), data, flat, compress=COMPRESSED, overwrite=overwrite)
+    compress = _pad_subset(data, flat) if pad else COMPRESSED
+    return write_atomic_h5(Path(path), data, flat, compress=compress, overwrite=overwrite)
+
+
+def _pad_subset(data: dict[str, np.ndarray], attrs: dict[str, Any]) -> tuple[str, ...]:
+    """A slice subset's ``reconstruction`` put at the input's slice count (attribute
+    ``input_slices``), NaN in the slices not reconstructed, in place; the datasets to
+    compress. fastMRI's ``evaluate.py`` reads whole volumes and stops at a shape mismatch;
+    with NaN there it scores such a volume ``nan`` instead of a figure that mixes in slices
+    nobody reconstructed (``diffrecon evaluate`` scores the subset)."""
+    n, idx = attrs.get("input_slices"), data["slice_indices"]
+    if n is None or len(idx) == int(n):
+        return COMPRESSED
+    rec = data["reconstruction"]
+    full = np.full((int(n), *rec.shape[1:]), np.nan, dtype=np.float32)
+    full[idx] = rec
+    data["reconstruction"] = full
+    return (*COMPRESSED, "reconstruction")  # NaN planes cost next to nothing compressed
+
+
+def read_reconstruction(f: h5py.File, where: str) -> np.ndarray:
+    """The reconstructed slices of a result file, in ``slice_indices`` order: a subset's
+    ``reconstruction`` is stored at the input's slice count (:func:`_pad_subset`)."""
+    rec = f["reconstruction"]
+    if "slice_indices" not in f or f["slice_indices"].shape[0] == rec.shape[0]:
+        return rec[()]
+    idx = np.asarray(f["slice_indices"][()], dtype=np.int64)
+    if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= rec.shape[0]:
+        raise ResultFileError(
+            f"{where}: slice_indices {idx.tolist()[:8]} do not index the "
+            f"{rec.shape[0]} slices of 'reconstruction'"
+        )
+    return rec[()][idx]
 
 
 def flat_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +217,12 @@ def merge_parts(parts: list[Path], out: Path, overwrite: bool = False) -> Path:
         with h5py.File(part, "r") as f:
             for name in STACKED:
                 if name in f:
-                    datasets.setdefault(name, []).append(f[name][()])
+                    arr = (
+                        read_reconstruction(f, str(part))
+                        if name == "reconstruction"
+                        else f[name][()]
+                    )
+                    datasets.setdefault(name, []).append(arr)
             if mask is None and "mask" in f:
                 mask = f["mask"][()]
             run = {k: v for k, v in f.attrs.items() if k not in PER_SLICE_ATTRS}
@@ -198,7 +243,8 @@ def merge_parts(parts: list[Path], out: Path, overwrite: bool = False) -> Path:
     for k, v in per_slice.items():
         if len(v) == len(parts):
             attrs[k] = json.dumps(v)
-    return write_atomic_h5(out, data, attrs, compress=COMPRESSED, overwrite=overwrite)
+    compress = _pad_subset(data, attrs) if "slice_indices" in data else COMPRESSED
+    return write_atomic_h5(out, data, attrs, compress=compress, overwrite=overwrite)
 
 
 def read_results(path: str | Path) -> Results:
@@ -216,11 +262,13 @@ def read_results(path: str | Path) -> Results:
         groups = [k for k in f if not isinstance(f[k], h5py.Dataset)]
         if groups:
             raise ResultFileError(f"{p}: {', '.join(groups)} should be datasets, not groups")
-        rec = f["reconstruction"]
-        if rec.ndim != 3 or not np.issubdtype(rec.dtype, np.floating):
+        stored = f["reconstruction"]
+        if stored.ndim != 3 or not np.issubdtype(stored.dtype, np.floating):
             raise ResultFileError(
-                f"{p}: 'reconstruction' must be real (slices, H, W), got {rec.dtype} {rec.shape}"
+                f"{p}: 'reconstruction' must be real (slices, H, W), "
+                f"got {stored.dtype} {stored.shape}"
             )
+        rec = read_reconstruction(f, str(p))
         for name in (
             "std",
             "lower",
@@ -236,10 +284,10 @@ def read_results(path: str | Path) -> Results:
                     f"{p}: '{name}' has shape {f[name].shape}, not the reconstruction's {rec.shape}"
                 )
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-        n = f["reconstruction"].shape[0]
+        n = rec.shape[0]
         return Results(
-            reconstruction=f["reconstruction"][()],
-            std=f["std"][()] if "std" in f else np.zeros_like(f["reconstruction"][()]),
+            reconstruction=rec,
+            std=f["std"][()] if "std" in f else np.zeros_like(rec),
             slice_indices=f["slice_indices"][()] if "slice_indices" in f else np.arange(n),
             attrs=attrs,
             draws=f["draws"][()] if "draws" in f else None,
