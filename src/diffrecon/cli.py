@@ -180,6 +180,13 @@ def _parser() -> argparse.ArgumentParser:
     dcm.add_argument("result", type=Path, help="a diffrecon result file")
     dcm.add_argument("out", type=Path, help="output folder (one series per map)")
     dcm.add_argument(
+        "--parametric-maps",
+        action="store_true",
+        help="write the std, interval bounds and spreads as DICOM Parametric Maps (float "
+        "values, derived from the mean's MR images; needs highdicom) instead of MR images "
+        "with rescale (docs/cli.md: which viewers read which)",
+    )
+    dcm.add_argument(
         "--reference",
         type=Path,
         default=None,
@@ -816,6 +823,7 @@ def _export(args: argparse.Namespace) -> None:
         reference=args.reference,
         include_draws=args.draws,
         overwrite=args.overwrite,
+        parametric_maps=args.parametric_maps,
     )
     print(f"wrote {len(files)} DICOM files under {args.out}")
 

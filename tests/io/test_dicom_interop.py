@@ -107,3 +107,39 @@ def test_a_geometry_no_image_can_have_is_refused_naming_its_source():
     with pytest.raises(ValueError, match="--reference DICOM: orientation .* degenerate"):
         geometry({}, ref)
     assert geometry({"pixel_spacing_mm": "[0.5, 0.7]"}).pixel_spacing == (0.5, 0.7)
+
+
+def test_parametric_maps_hold_the_float_maps_and_pass_dciodvfy(tmp_path):
+    """``--parametric-maps``: the std and interval bounds as DICOM Parametric Maps (float32
+    frames, real-world value mapping, derived from the mean's MR images) that read back to
+    the stored values slice for slice, and dciodvfy finds no error (issue 28 #17)."""
+    from diffrecon.io.dicom import read_dicom_series
+    from diffrecon.io.results import read_results
+
+    rng = np.random.default_rng(1)
+    mean = [(1e-4 * rng.random((24, 20))).astype(np.float32) for _ in range(3)]
+    slices = [
+        SliceResult(m, 0.1 * m, 4, lower=0.8 * m, upper=1.3 * m, interval_level=0.9) for m in mean
+    ]
+    attrs = {"pixel_spacing_mm": [0.6875, 0.7], "slice_thickness_mm": 5.0, "interval_level": 0.9}
+    h5 = write_results(tmp_path / "r.h5", VolumeResult(slices, [4, 5, 6], attrs))
+    files = export_dicom(h5, tmp_path / "dcm", parametric_maps=True)
+    res = read_results(h5)
+    by = {f.parent.name: f for f in files}
+    assert sorted(by) == ["lower", "mean", "std", "upper"]
+    for name in ("std", "lower", "upper"):
+        pm = pydicom.dcmread(by[name])
+        assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map Storage
+        assert int(pm.NumberOfFrames) == 3 and "FloatPixelData" in pm
+        back, _ = read_dicom_series(by[name])
+        np.testing.assert_array_equal(back, getattr(res, name))  # exact: float32 stored
+    mean_series, _ = read_dicom_series(tmp_path / "dcm" / "mean")  # still an MR series
+    np.testing.assert_allclose(mean_series, res.reconstruction, atol=2e-9)
+    if shutil.which("dciodvfy") is None:
+        if os.environ.get("DIFFRECON_REQUIRE_DCIODVFY"):
+            pytest.fail("dciodvfy (Debian package dicom3tools) is required here")
+        pytest.skip("dciodvfy not installed (Debian package dicom3tools)")
+    for name in ("std", "lower"):
+        run = subprocess.run(["dciodvfy", str(by[name])], capture_output=True, text=True)
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
+        assert not errors, f"{name}: {errors}"

@@ -84,7 +84,27 @@ def as_kspace(kspace: Any) -> np.ndarray:
         raise ValueError(
             f"kspace must be (coils, H, W), got {k.shape}: add a coil axis for single-coil data"
         )
+    if k.ndim != 3 or 0 in k.shape:
+        raise ValueError(f"kspace must be (coils, H, W) with no empty axis, got {k.shape}")
     return np.asarray(k, dtype=np.complex64)
+
+
+def _check_maps(
+    dtype: np.dtype, shape: tuple[int, ...], want: tuple[int, int, int], num_slices: int
+) -> None:
+    """Coil maps' declared type and shape, checked before they are read (a file can
+    declare gigabytes)."""
+    if not np.issubdtype(dtype, np.complexfloating) or len(shape) not in (3, 4):
+        ok = False
+    else:
+        ok = tuple(shape[-3:]) == tuple(want)
+    if not ok:
+        raise ValueError(
+            f"coil maps must be complex (coils, H, W) = {tuple(want)} or (slices, {want[0]}, "
+            f"{want[1]}, {want[2]}), got {dtype} {tuple(shape)}"
+        )
+    if len(shape) == 4 and shape[0] != num_slices:
+        raise ValueError(f"coil maps hold {shape[0]} slices, the input {num_slices}")
 
 
 def read_maps(source: Any, want: tuple[int, int, int], num_slices: int) -> np.ndarray:
@@ -96,8 +116,10 @@ def read_maps(source: Any, want: tuple[int, int, int], num_slices: int) -> np.nd
         p = Path(m)
         if not p.is_file():  # a FIFO would block the read forever
             raise ValueError(f"--maps {p}: no such file (or not a regular file)")
-        if p.suffix == ".npy":
-            m = np.load(p, allow_pickle=False)
+        if p.suffix == ".npy":  # memory-mapped: the shape is checked before a read
+            m = np.load(p, allow_pickle=False, mmap_mode="r")
+            _check_maps(m.dtype, m.shape, want, num_slices)
+            m = np.asarray(m)
         elif p.suffix in (".h5", ".hdf5"):
             import h5py
 
@@ -105,21 +127,16 @@ def read_maps(source: Any, want: tuple[int, int, int], num_slices: int) -> np.nd
 
             with h5py.File(p, "r") as f:
                 refuse_external_data(f, f"--maps {p}")
-                if "maps" not in f:
+                if "maps" not in f or not isinstance(f["maps"], h5py.Dataset):
                     raise ValueError(f"{p}: no 'maps' dataset")
+                _check_maps(f["maps"].dtype, f["maps"].shape, want, num_slices)
                 m = f["maps"][()]
         else:
             raise ValueError(f"--maps must be a .npy or .h5 file, got {p.name}")
     if hasattr(m, "detach"):
         m = m.detach().cpu().numpy()
     m = np.asarray(m)
-    if not np.iscomplexobj(m) or m.shape[-3:] != tuple(want) or m.ndim not in (3, 4):
-        raise ValueError(
-            f"coil maps must be complex (coils, H, W) = {tuple(want)} or (slices, {want[0]}, "
-            f"{want[1]}, {want[2]}), got {m.dtype} {m.shape}"
-        )
-    if m.ndim == 4 and m.shape[0] != num_slices:
-        raise ValueError(f"coil maps hold {m.shape[0]} slices, the input {num_slices}")
+    _check_maps(m.dtype, m.shape, want, num_slices)
     if not np.isfinite(m).all():
         raise ValueError("the coil maps contain NaN or inf")
     return m

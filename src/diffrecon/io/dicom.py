@@ -4,7 +4,9 @@
 Pixels are uint16 with ``RescaleSlope``/``RescaleIntercept`` so a viewer shows the stored
 float values (within half a quantisation step). Study/series/instance UIDs are consistent
 (one study per export, one series per map, one instance per slice or draw); patient and
-study fields are copied from a reference DICOM when one is given.
+study fields are copied from a reference DICOM when one is given. With ``parametric_maps``
+the std, interval and spread maps are DICOM Parametric Maps instead (float32, through
+highdicom), derived from the mean's MR images.
 """
 
 from __future__ import annotations
@@ -124,20 +126,85 @@ def _dataset(
     return ds
 
 
+# the maps that --parametric-maps writes as Parametric Map objects (the mean and the draws
+# stay MR images: they are images, and the maps reference them as their source)
+PARAMETRIC = ("std", "lower", "upper", "std_calibrated", "std_between")
+# UCUM's arbitrary unit: the maps are in the reconstruction's own intensity units
+ARBITRARY_UNIT = ("[arb'U]", "UCUM", "arbitrary unit")
+
+
+def _parametric_map(
+    sources: list[Any], vol: np.ndarray, name: str, description: str, number: int
+) -> Any:
+    """One Parametric Map (a multi-frame float32 object, one frame per slice) of ``vol``
+    ``(slices, H, W)``, derived from the mean's MR images ``sources`` (their geometry,
+    patient and study), through highdicom."""
+    import highdicom as hd
+
+    vol = np.asarray(vol, dtype=np.float32)
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=name[:16],
+        lut_explanation=description[:64],
+        unit=hd.sr.CodedConcept(*ARBITRARY_UNIT),
+        value_range=(float(vol.min()), float(vol.max())),
+        slope=1.0,
+        intercept=0.0,
+    )
+    centre, width = window(vol, from_zero=name.startswith("std"))
+    voi = hd.VOILUTTransformation(
+        window_center=centre, window_width=width, voi_lut_function="LINEAR_EXACT"
+    )
+    pm = hd.pm.ParametricMap(
+        sources,
+        vol,
+        hd.UID(),
+        number,
+        hd.UID(),
+        1,
+        manufacturer="diffrecon",
+        manufacturer_model_name="diffrecon",
+        software_versions=__version__,
+        device_serial_number="none",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[voi],
+        content_label=name.upper()[:16],
+        content_description=description[:64],
+    )
+    pm.SeriesDescription = description
+    pm.Laterality = ""  # type 2C in General Series, as in the MR images
+    return pm
+
+
 def export_dicom(
     result_h5: str | Path,
     out_dir: str | Path,
     reference: str | Path | None = None,
     include_draws: bool = False,
     overwrite: bool = False,
+    parametric_maps: bool = False,
 ) -> list[Path]:
     """Write the mean, std, the interval bounds when the file has them (and optionally the
     draws) of a result file as DICOM series, one folder each; non-finite maps are refused
     before writing. Each series is built in a fresh temporary folder and swapped into place
     whole, so an interrupted export leaves no half series and an earlier export's files are
-    never mixed in; existing series folders are refused unless ``overwrite``."""
+    never mixed in; existing series folders are refused unless ``overwrite``.
+
+    ``parametric_maps``: the std, interval bounds and spreads (:data:`PARAMETRIC`) as one
+    Parametric Map each (``<map>/0001.dcm``, float32 frames with a real-world value mapping,
+    the object the standard has for a per-pixel quantity; needs ``highdicom``), derived
+    from the mean's MR images; by default every map is an MR image series with rescale,
+    which every viewer shows."""
     import pydicom
     from pydicom.uid import generate_uid
+
+    if parametric_maps:
+        try:
+            import highdicom  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                "--parametric-maps needs highdicom: pip install highdicom (or the [dicom] extra)"
+            ) from err
 
     res = read_results(result_h5)
     if res.reconstruction.shape[0] == 0:
@@ -191,10 +258,16 @@ def export_dicom(
             if (out / name).exists():
                 raise OutputExistsError(f"{out / name} exists: pass --overwrite to replace it")
     written: list[Path] = []
+    mean_images: list[Any] = []  # the sources of the parametric maps
     for number, (name, vol, description) in enumerate(series, start=1):
         series_uid = generate_uid()
         win = window(np.asarray(vol), from_zero=name.startswith("std"))
         with atomic_folder(out / name, overwrite=overwrite) as tmp:
+            if parametric_maps and name in PARAMETRIC:
+                pm = _parametric_map(mean_images, np.asarray(vol), name, description, number)
+                pm.save_as(str(tmp / "0001.dcm"), enforce_file_format=True)
+                written.append(out / name / "0001.dcm")
+                continue
             for i, img in enumerate(vol):
                 ds = _dataset(
                     np.asarray(img, dtype=np.float64),
@@ -208,6 +281,8 @@ def export_dicom(
                     win,
                 )
                 ds.save_as(str(tmp / f"{i + 1:04d}.dcm"), enforce_file_format=True)
+                if name == "mean":
+                    mean_images.append(ds)
         written.extend(out / name / f"{i + 1:04d}.dcm" for i in range(len(vol)))
     return written
 
@@ -242,11 +317,7 @@ def read_dicom_series(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
     # InstanceNumber orders the slices when every file has one; else the file names do
     if all(getattr(d, "InstanceNumber", None) not in (None, "") for d in dss):
         dss.sort(key=lambda d: int(d.InstanceNumber))
-    planes = [
-        d.pixel_array.astype(np.float32) * float(getattr(d, "RescaleSlope", 1.0))
-        + float(getattr(d, "RescaleIntercept", 0.0))
-        for d in dss
-    ]
+    planes = [plane for d in dss for plane in _planes(d)]
     shapes = {pl.shape for pl in planes}
     if len(shapes) > 1:
         raise ValueError(f"{p}: the series mixes image sizes {sorted(shapes)}")
@@ -258,3 +329,38 @@ def read_dicom_series(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         "instances": len(dss),
     }
     return np.stack(planes), meta
+
+
+def _planes(ds: Any) -> list[np.ndarray]:
+    """A dataset's images in real units: one plane (rescaled), or the frames of a
+    multi-frame object (a Parametric Map) in slice order (ascending along the slice normal)
+    through its real-world value mapping or pixel value transformation."""
+    pix = ds.pixel_array.astype(np.float32)
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) == 1:
+        return [
+            pix * float(getattr(ds, "RescaleSlope", 1.0))
+            + float(getattr(ds, "RescaleIntercept", 0.0))
+        ]
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else {}
+    slope, intercept = 1.0, 0.0
+    for seq, s_key, i_key in (
+        ("RealWorldValueMappingSequence", "RealWorldValueSlope", "RealWorldValueIntercept"),
+        ("PixelValueTransformationSequence", "RescaleSlope", "RescaleIntercept"),
+    ):
+        if seq in shared:
+            item = shared[seq].value[0]
+            slope, intercept = float(item.get(s_key, 1.0)), float(item.get(i_key, 0.0))
+            break
+    frames = list(pix * slope + intercept)
+    try:
+        rows_cols = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+        normal = np.cross(rows_cols[:3], rows_cols[3:])
+        pos = [
+            float(
+                np.dot(np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float), normal)
+            )
+            for f in ds.PerFrameFunctionalGroupsSequence
+        ]
+    except (AttributeError, IndexError, KeyError):
+        return frames  # no geometry: the stored frame order
+    return [frames[i] for i in np.argsort(pos, kind="stable")]

@@ -181,8 +181,9 @@ def open_fastmri(path: str | Path, max_pixels: int = MAX_PIXELS) -> FastMRIFile:
     """Validate and open a fastMRI file; raises :class:`FastMRIError` with one clear line.
 
     Refused before any k-space is read: external links, virtual or externally stored
-    datasets (they read other files), groups where datasets belong, empty axes, and slices
-    of more than ``max_pixels`` values (``coils x H x W``)."""
+    datasets (they read other files), groups where datasets belong, empty axes, slices
+    of more than ``max_pixels`` values (``coils x H x W``), and a mask, reference image or
+    header declared larger than the k-space they go with (:func:`_check_sizes`)."""
     p = Path(path)
     if not p.exists():
         raise FastMRIError(f"{p}: no such file")
@@ -215,11 +216,45 @@ def open_fastmri(path: str | Path, max_pixels: int = MAX_PIXELS) -> FastMRIFile:
                 f"{p}: a kspace slice {ds.shape[1:]} holds {per_slice} values, above the limit "
                 f"of {max_pixels} (--max-pixels); refusing to read it"
             )
+        _check_sizes(f, p, ds.shape, max_pixels)
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         header = parse_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else None
         mask = np.asarray(f["mask"][()]) > 0 if "mask" in f else None
         targets = [t for t in ("reconstruction_rss", "reconstruction_esc") if t in f]
         return FastMRIFile(p, ds.ndim == 4, tuple(ds.shape), attrs, header, mask, targets)
+
+
+# the ISMRMRD header is XML of a few kB; anything near this is not one
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+def _check_sizes(f: h5py.File, p: Path, kshape: tuple[int, ...], max_pixels: int) -> None:
+    """Refuse, from the declared shapes alone, datasets that would be read whole and are
+    larger than the k-space they go with: a ``mask`` bigger than one ``(H, W)`` plane, a
+    reference image with another slice count or a slice above ``max_pixels``, a header
+    above :data:`MAX_HEADER_BYTES` (a file can declare 8 GiB and store nothing)."""
+    plane = int(np.prod(kshape[-2:]))
+    if "mask" in f and f["mask"].size > plane:
+        raise FastMRIError(
+            f"{p}: 'mask' declares {f['mask'].shape} ({f['mask'].size} values), more than one "
+            f"k-space plane {kshape[-2:]}; refusing to read it"
+        )
+    for name in ("reconstruction_rss", "reconstruction_esc"):
+        if name not in f:
+            continue
+        t = f[name]
+        if t.ndim != 3 or t.shape[0] != kshape[0] or 0 in t.shape:
+            raise FastMRIError(
+                f"{p}: '{name}' must be (slices, H, W) with the k-space's {kshape[0]} slices, "
+                f"got {t.shape}"
+            )
+        if int(np.prod(t.shape[1:])) > max_pixels:
+            raise FastMRIError(
+                f"{p}: a '{name}' slice {t.shape[1:]} is above the limit of {max_pixels} "
+                "values (--max-pixels); refusing to read it"
+            )
+    if "ismrmrd_header" in f and f["ismrmrd_header"].nbytes > MAX_HEADER_BYTES:
+        raise FastMRIError(f"{p}: 'ismrmrd_header' declares {f['ismrmrd_header'].nbytes} bytes")
 
 
 def parse_slices(spec: str | None, n: int) -> list[int]:

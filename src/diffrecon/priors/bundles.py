@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from diffrecon.priors.learned import LearnedPrior, PriorLoadError, key_mismatch
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError, check_tensors, key_mismatch
 
 FORMAT = "diffrecon-prior-bundle"
 
@@ -233,8 +233,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Learne
     with torch.device("meta"):
         skeleton = build_network(config)
     _check_weights_fit(skeleton, weights, str(p))
-    net = build_network(config)
     state = load_state_dict(weights)
+    check_tensors(state, str(weights))
+    net = build_network(config)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from diffrecon.priors.families.ncsnpp import DEFAULTS as NCSNPP_DEFAULTS
-from diffrecon.priors.learned import LearnedPrior, PriorLoadError, key_mismatch
+from diffrecon.priors.learned import LearnedPrior, PriorLoadError, check_tensors, key_mismatch
 
 FORMATS = ("auto", "bundle", "edm", "adm", "ncsnpp", "monai", "diffusers")
 NESTING = ("ema", "net", "model", "state_dict", "params")
@@ -112,9 +112,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise PriorLoadError(f"{path}: an EMA checkpoint without a 'model' state dict")
         model = _strip_module(model)
         try:
-            return ema_state(model, list(obj["ema"]["shadow_params"]))
+            state = ema_state(model, list(obj["ema"]["shadow_params"]))
         except ValueError as err:
             raise PriorLoadError(f"{path}: {err}") from err
+        check_tensors(state, str(path))
+        return state
     seen = []
     while isinstance(obj, dict) and not _tensors(obj):
         key = next((k for k in NESTING if k in obj and isinstance(obj[k], dict)), None)
@@ -127,7 +129,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj = obj[key]
     if not _tensors(obj):
         raise PriorLoadError(f"{path} does not hold a state dict of tensors")
-    return _strip_module(obj)
+    state = _strip_module(obj)
+    check_tensors(state, str(path))
+    return state
 
 
 def _strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -166,14 +170,22 @@ def _check_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**allowed, **options}
 
 
-def fit_state_dict(net: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> None:
-    """Load ``state`` into ``net`` strictly; a mismatch lists missing, unexpected and
-    misshapen keys."""
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+def fit_state_dict(
+    make: Callable[[], torch.nn.Module], state: dict[str, torch.Tensor], label: str
+) -> torch.nn.Module:
+    """The network ``make()`` builds, with ``state`` loaded strictly. The keys and shapes are
+    compared on a copy built on the meta device first (nothing allocated), so a file whose
+    keys imply a huge network is refused before its memory is asked for; a mismatch lists
+    missing, unexpected and misshapen keys."""
+    with torch.device("meta"):
+        probe = make()
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
     why = key_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
     if why is not None:
         raise PriorLoadError(f"{label} does not fit the network: {why}")
+    net = make()
     net.load_state_dict(state, strict=True)
+    return net
 
 
 def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> LearnedPrior:
@@ -195,7 +207,7 @@ def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> L
             raise PriorLoadError(
                 f"{label}: not an EDM DhariwalUNet/SongUNet state dict ({err})"
             ) from err
-        net: torch.nn.Module = EDMNetwork(**arch)
+        make: Callable[[], torch.nn.Module] = functools.partial(EDMNetwork, **arch)
         config = {
             "parameterisation": "edm",
             "sigma_data": opts["sigma_data"],
@@ -214,13 +226,16 @@ def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> L
             raise PriorLoadError(f"{label}: not a guided-diffusion UNetModel ({err})") from err
         learn_sigma = arch["out_channels"] == 2 * arch["in_channels"]
         heads = {k: opts[k] for k in ("num_head_channels", "num_heads", "num_heads_upsample")}
+        make = functools.partial(
+            ADMNetwork,
+            learn_sigma,
+            **arch,
+            **heads,
+            use_new_attention_order=opts["use_new_attention_order"],
+        )
         try:
-            net = ADMNetwork(
-                learn_sigma,
-                **arch,
-                **heads,
-                use_new_attention_order=opts["use_new_attention_order"],
-            )
+            with torch.device("meta"):
+                make()  # the heads must divide the channels: said before anything is built
         except ValueError as err:
             raise PriorLoadError(f"{label}: {err} (set num_head_channels or num_heads)") from err
         config = {
@@ -239,7 +254,9 @@ def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> L
         state.pop("sigmas", None)  # the discrete noise table: not part of the network
         try:
             arch = {**infer_config(shapes), **{k: opts[k] for k in NCSNPP_DEFAULTS}}
-            net = NCSNpp(**arch)
+            make = functools.partial(NCSNpp, **arch)
+            with torch.device("meta"):
+                make()
         except (ValueError, KeyError) as err:
             why = f"not a score_sde NCSN++ with Fourier embedding and BigGAN blocks ({err})"
             raise PriorLoadError(f"{label}: {why}") from err
@@ -263,7 +280,7 @@ def load_checkpoint(path: str | Path, format: str = "auto", **options: Any) -> L
         )
     else:
         raise PriorLoadError(f"--prior-format must be one of {FORMATS}, got {format!r}")
-    fit_state_dict(net, state, label)
+    net = fit_state_dict(make, state, label)
     config.update(
         name=opts["name"] or Path(path).stem,
         format=family,

@@ -27,6 +27,23 @@ class PriorLoadError(ValueError):
     """A bundle or checkpoint that cannot be used; the message says why."""
 
 
+def check_tensors(state: dict[str, torch.Tensor], label: str) -> None:
+    """Refuse a state dict whose tensors are not stored weights: a broadcast view (a few
+    bytes declaring a huge shape, which the network would then allocate) or NaN/inf (a
+    damaged checkpoint, or one saved mid-divergence, which would only show as NaN images
+    minutes into sampling). The view check comes first: it reads no data."""
+    for k, v in state.items():
+        stored = v.untyped_storage().nbytes()
+        if v.numel() and stored < v.numel() * v.element_size():
+            raise PriorLoadError(
+                f"{label}: tensor {k!r} declares shape {tuple(v.shape)} but stores {stored} "
+                "bytes (a broadcast view, not saved weights)"
+            )
+    for k, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise PriorLoadError(f"{label}: tensor {k!r} holds NaN or inf (damaged weights)")
+
+
 def key_mismatch(expected: dict[str, tuple], got: dict[str, tuple], limit: int = 6) -> str | None:
     """``"missing keys: ...; unexpected keys: ...; shape keys: ..."`` for two name -> shape
     maps (weights against a network), or ``None`` when they agree."""
