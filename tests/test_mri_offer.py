@@ -55,15 +55,17 @@ def test_the_offer_and_its_warning():
     offer = offered_for_mri()
     assert offer[0] == MRI_DEFAULT and "cpigdm-5" not in offer
     assert mri_warning("daps") is None and mri_warning(MRI_DEFAULT) is None
-    for name in ("pigdm-20", "daps-1k", "daps-fast"):
+    for name in ("pigdm-100", "daps-1k", "daps-fast"):
         if name not in offer:
             assert "not validated for MRI" in mri_warning(name)
+    # withdrawn presets (issue 27) are never offered and say why when run by name
+    assert "pigdm-20" not in offer and "diverges" in mri_warning("pigdm-20")
 
 
 def test_an_unvalidated_preset_runs_with_a_warning(tmp_path, tiny_kspace_file, tiny_bundle, capsys):
     from diffrecon.cli import main
 
     args = ["reconstruct", str(tiny_kspace_file), "-o", str(tmp_path), "--prior", str(tiny_bundle)]
-    run = ["--slices", "1", "--steps", "2", "--draws", "2", "--sampler", "pigdm-20", "--quiet"]
+    run = ["--slices", "1", "--steps", "2", "--draws", "2", "--sampler", "pigdm-100", "--quiet"]
     assert main([*args, *run]) == 0
-    assert "'pigdm-20' is not validated for MRI" in capsys.readouterr().err
+    assert "'pigdm-100' is not validated for MRI" in capsys.readouterr().err

@@ -38,9 +38,13 @@ class ExactProblem:
 GaussianMRIProblem = ExactProblem  # the name of the first (Gaussian-only) version
 
 
-def nonstationary_cov(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def nonstationary_cov(
+    size: int, ell_scale: float = 1.0, imag_ratio: float = 0.6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance of a complex image (2 channels) whose amplitude and correlation
-    length vary across the image (Gibbs kernel), plus a small white nugget."""
+    length vary across the image (Gibbs kernel), plus a small white nugget. ``ell_scale``
+    stretches the correlation lengths (the prior's spectrum: smaller is whiter) and
+    ``imag_ratio`` is the imaginary channel's variance relative to the real one's."""
     yy, xx = torch.meshgrid(
         torch.linspace(-1, 1, size, dtype=torch.float64),
         torch.linspace(-1, 1, size, dtype=torch.float64),
@@ -48,7 +52,7 @@ def nonstationary_cov(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     )
     pts = torch.stack([yy.reshape(-1), xx.reshape(-1)], 1)
     amp = 0.25 + 0.2 * torch.exp(-((pts[:, 0] - 0.3) ** 2 + pts[:, 1] ** 2) / 0.3)
-    ell = 0.15 + 0.25 * (pts[:, 1] + 1) / 2  # longer correlations to the right
+    ell = ell_scale * (0.15 + 0.25 * (pts[:, 1] + 1) / 2)  # longer correlations to the right
     l2 = ell[:, None] ** 2 + ell[None, :] ** 2
     d2 = ((pts[:, None] - pts[None]) ** 2).sum(-1)
     k = torch.sqrt(2 * ell[:, None] * ell[None, :] / l2) * torch.exp(-d2 / l2)
@@ -56,7 +60,7 @@ def nonstationary_cov(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     n = size * size
     cov = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
     cov[:n, :n] = k
-    cov[n:, n:] = 0.6 * k
+    cov[n:, n:] = imag_ratio * k
     cov += 1e-3 * torch.eye(2 * n, dtype=torch.float64)
     mean = torch.zeros(2, size, size, dtype=torch.float64)
     mean[0] = 0.3 * torch.exp(-(yy**2 + xx**2) / 0.5)
@@ -90,14 +94,16 @@ def exact_mri_problem(
     amplitude: float = 1.0,
     mixture: bool = False,
     name: str = "",
+    ell_scale: float = 1.0,
+    imag_ratio: float = 0.6,
 ) -> ExactProblem:
     """A complex ``size``-square image, ``coils`` coils (1: single-coil Cartesian MRI, else
     SENSE), an equispaced column mask at ``accel`` (centre fraction 0.25, or ``0.5 / accel``
     above 3x), complex noise of ``noise_std`` per real component. The prior is the
     non-stationary Gaussian of :func:`nonstationary_cov` scaled by ``amplitude`` or, with
     ``mixture``, a two-component mixture of it and a shifted, narrower copy (a bright blob on
-    the right)."""
-    mean, cov = nonstationary_cov(size)
+    the right); ``ell_scale`` and ``imag_ratio`` shape its spectrum (:func:`nonstationary_cov`)."""
+    mean, cov = nonstationary_cov(size, ell_scale, imag_ratio)
     mean, cov = amplitude * mean, amplitude**2 * cov
     if mixture:
         yy, xx = torch.meshgrid(
@@ -158,6 +164,32 @@ EXACT_CASES: dict[str, dict] = {
     "noisy": dict(coils=4, accel=4.0, noise_std=0.1),
     "mixture": dict(coils=4, accel=3.0, noise_std=0.02, mixture=True),
 }
+
+
+def random_case_settings(seed: int) -> dict:
+    """The settings of one seeded random draw from the widened exact family (issue 27), so
+    that presets are not tuned to :data:`EXACT_CASES`: size 8 to 16, 1 to 12 coils, 2x to 6x,
+    noise 0.005 to 0.1 and amplitude 0.1 to 10 (log-uniform), correlation lengths 0.5x to
+    2x, imaginary variance 0.2 to 1 of the real, a two-component mixture one time in four."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return dict(
+        size=int(rng.choice([8, 12, 16])),
+        coils=int(rng.choice([1, 2, 4, 8, 12])),
+        accel=float(rng.choice([2.0, 2.5, 3.0, 4.0, 5.0, 6.0])),
+        noise_std=float(np.exp(rng.uniform(np.log(0.005), np.log(0.1)))),
+        amplitude=float(np.exp(rng.uniform(np.log(0.1), np.log(10.0)))),
+        ell_scale=float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+        imag_ratio=float(rng.uniform(0.2, 1.0)),
+        mixture=bool(rng.random() < 0.25),
+        seed=int(seed),
+    )
+
+
+def random_case(seed: int) -> ExactProblem:
+    """One seeded random exact problem (:func:`random_case_settings`), named ``random-SEED``."""
+    return exact_mri_problem(name=f"random-{seed}", **random_case_settings(seed))
 
 
 def exact_case(name: str, size: int = 16) -> ExactProblem:

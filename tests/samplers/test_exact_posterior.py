@@ -135,3 +135,32 @@ def test_daps_visits_every_gmm_mode_with_the_right_weights():
     assert bool((frac > 0.05).all())  # every mode visited
     # binomial sd at N=512 is <= 0.022; 0.07 allows ~3 sd plus DAPS's annealing bias
     assert torch.allclose(frac, w_post, atol=0.07)
+
+
+# What the offered MRI preset meets on the widened exact family (issue 27; measured on seeds
+# 0-399, 64 draws, docs/uncertainty.md): zRMS at most 0.71 and std ratios 0.90 to 1.33, with
+# 365 of 400 cases inside the target (zRMS < 0.3, ratio in [0.85, 1.15]); the misses are
+# few coils at 5-6x. The guard holds every case to beyond the measured worst (no seed of the
+# 400 comes near it), so a fresh seed fails only when the sampler got worse.
+WIDENED_Z, WIDENED_RATIO = 1.0, (0.8, 1.5)
+
+
+def test_the_offered_preset_on_a_fresh_random_sample_of_the_widened_family():
+    """Three cases drawn afresh each run (seeds printed, so a failure reproduces with
+    ``diffrecon.testing.random_case(seed)``): presets are not tuned to eight fixed cases."""
+    import secrets
+
+    from diffrecon.samplers.registry import MRI_DEFAULT
+    from diffrecon.testing import random_case, random_case_settings
+
+    for seed in [secrets.randbelow(10**6) for _ in range(3)]:
+        p = random_case(seed)
+        post = reconstruct(
+            p.y.to(torch.complex64), p.operator, p.prior, sampler=MRI_DEFAULT, draws=64,
+            noise_std=p.noise_std, seed=0,
+        )  # fmt: skip
+        z, ratio = fidelity(post.draws, p)
+        where = (
+            f"random_case({seed}) = {random_case_settings(seed)}: zRMS {z:.3f}, ratio {ratio:.3f}"
+        )
+        assert z < WIDENED_Z and WIDENED_RATIO[0] <= ratio <= WIDENED_RATIO[1], where

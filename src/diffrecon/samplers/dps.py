@@ -9,7 +9,9 @@ squared norm is the same step with ``zeta = 2 zeta'``. The step is taken in the 
 coordinates and carried to VE ones (a factor ``1 / sqrt(abar_i abar_{i-1})``, with
 ``abar = 1 / (1 + sigma^2)``), so ``zeta`` means what it means in the paper (about 0.3-1.0
 for images scaled to [-1, 1]). DPS needs ``||y - A x0_hat||``'s gradient through the
-denoiser: each step costs one forward and one backward pass.
+denoiser: each step costs one forward and one backward pass. A schedule without a final 0
+(uniform VP levels) gets one: the last step, as the reference's ``t = 0`` step, lands on the
+noise-free estimate with its guidance step, not on the lowest level's noise.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def dps(
     noise = NoiseSource(generator, x)
     x = float(sigmas[0]) * noise()
     levels = sigmas.tolist()
+    if levels[-1] > 0:  # the reference's last step (t = 0) returns the noise-free estimate
+        levels.append(0.0)
     n = len(levels) - 1
     for i in range(n):
         sigma, sigma_next = levels[i], levels[i + 1]
