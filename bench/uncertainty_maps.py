@@ -177,8 +177,11 @@ def _spearman(score: np.ndarray, err: np.ndarray, fg: np.ndarray) -> float:
     return float(spearmanr(s, e).statistic)
 
 
-def lesion_rows(run: dict, mean: np.ndarray, std: np.ndarray, score: np.ndarray) -> list[dict]:
-    """Per lesion: contrast retained, |error| / std inside, score inside / ring around."""
+def lesion_rows(
+    run: dict, mean: np.ndarray, std: np.ndarray, scores: dict[str, np.ndarray]
+) -> list[dict]:
+    """Per lesion: contrast retained, |error| / std inside, and for each of ``scores`` the
+    score inside over the score in a ring around (``score_ratio_<name>``)."""
     labels, clean, target = run["labels"], run["clean"], run["target"]
     rows, cols = np.indices(labels.shape)
     out = []
@@ -193,16 +196,18 @@ def lesion_rows(run: dict, mean: np.ndarray, std: np.ndarray, score: np.ndarray)
         true_c = float(target[inside].mean() - clean[inside].mean())
         rec_c = float(mean[inside].mean() - clean[inside].mean())
         err = np.abs(mean - target)
-        out.append(
-            {
-                "retained": rec_c / true_c if abs(true_c) > 1e-6 else float("nan"),
-                "err_over_std": float(err[inside].mean() / max(std[inside].mean(), 1e-12)),
-                "score_ratio": float(score[inside].mean() / max(score[ring].mean(), 1e-12))
+        row = {
+            "retained": rec_c / true_c if abs(true_c) > 1e-6 else float("nan"),
+            "err_over_std": float(err[inside].mean() / max(std[inside].mean(), 1e-12)),
+            "size": int(inside.sum()),
+        }
+        for name, score in scores.items():
+            row[f"score_ratio_{name}"] = (
+                float(score[inside].mean() / max(score[ring].mean(), 1e-12))
                 if ring.any()
-                else float("nan"),
-                "size": int(inside.sum()),
-            }
-        )
+                else float("nan")
+            )
+        out.append(row)
     return out
 
 
@@ -269,8 +274,6 @@ def analyse(runs: list[dict]) -> list[dict]:
                     row[f"length_{name}"] = float((2 * lam * s_eff)[fg].mean())
                     les = run["labels"] > 0
                     row[f"lesion_coverage_{name}"] = round(float(inside[les].mean()), 4)
-                    if name == "std":
-                        std_cal = lam * s_eff / 1.645
                     # the scale that misses 10% on the calibration slices, without the
                     # finite-sample margin (with 10 slices the guarantee asks for 99%): the
                     # two scores' lengths at their nominal level
@@ -279,12 +282,11 @@ def analyse(runs: list[dict]) -> list[dict]:
                     inside = np.abs(target - f["mean"]) <= plain * s_eff
                     row[f"coverage_plain_{name}"] = round(float(inside[fg].mean()), 4)
                     row[f"length_plain_{name}"] = float((2 * plain * s_eff)[fg].mean())
-                for name, s in (("std", f["std"]), ("fitted", fitted)):
-                    lr = lesion_rows(run, f["mean"], std_cal, s)
+                lr = lesion_rows(run, f["mean"], f["std"], {"std": f["std"], "fitted": fitted})
+                for name in ("std", "fitted"):
                     row[f"lesion_score_ratio_{name}"] = round(
-                        float(np.nanmedian([x["score_ratio"] for x in lr])), 3
+                        float(np.nanmedian([x[f"score_ratio_{name}"] for x in lr])), 3
                     )
-                lr = lesion_rows(run, f["mean"], f["std"], fitted)
                 row["lesion_retained"] = round(float(np.nanmedian([x["retained"] for x in lr])), 3)
                 row["lesion_err_over_std"] = round(
                     float(np.nanmedian([x["err_over_std"] for x in lr])), 3

@@ -450,18 +450,15 @@ def _finish_safely(plan: FilePlan, settings, figures, failed, nifti: bool = Fals
     try:
         return _finish(plan, settings, figures, failed, nifti)
     except OSError as err:
-        return {
-            "input": str(plan.input),
-            "output": str(plan.output),
-            "status": "failed",
-            "slices": len(plan.slices),
-            "error": f"writing {plan.output.name}: {err.strerror or err}",
-        }
+        row = _row(plan, settings)
+        row["status"], row["error"] = "failed", f"writing {plan.output.name}: {err.strerror or err}"
+        return row
 
 
-def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict[str, Any]:
-    """Merge a file's parts when all its slices are there; its manifest row."""
-    row: dict[str, Any] = {
+def _row(plan: FilePlan, settings: dict[str, Any]) -> dict[str, Any]:
+    """A file's manifest row as planned: input, output, status, slices, settings hash,
+    version, error."""
+    return {
         "input": str(plan.input),
         "output": str(plan.output),
         "status": plan.status,
@@ -470,6 +467,11 @@ def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> d
         "diffrecon_version": __version__,
         "error": plan.error,
     }
+
+
+def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict[str, Any]:
+    """Merge a file's parts when all its slices are there; its manifest row."""
+    row = _row(plan, settings)
     if plan.error is not None or plan.status.startswith("skipped"):
         return row
     errors = [

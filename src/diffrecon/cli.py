@@ -417,6 +417,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
     """ReconstructionJob keywords (all but the input) from the shared options."""
     from diffrecon.adapt import AdaptSettings
+    from diffrecon.jobs import ADAPTED
     from diffrecon.mri.masks import MaskSpec
     from diffrecon.priors.checkpoints import parse_options
 
@@ -425,7 +426,7 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         names = [n.strip() for n in args.priors.split(",") if n.strip()]
         if len(names) < 2:
             raise BadInput(f"--priors needs two priors or more, got {args.priors!r}")
-        if names[0] == "adapted":
+        if names[0] == ADAPTED:
             raise BadInput("--priors: the first is the main prior; 'adapted' is it adapted")
         if args.prior != PRIOR_DEFAULT and args.prior != names[0]:
             raise BadInput(
@@ -433,7 +434,7 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
                 "(the first of --priors is the main one)"
             )
         prior, others = names[0], tuple(names[1:])
-        if "adapted" in others and args.adapt is None:
+        if ADAPTED in others and args.adapt is None:
             args.adapt = ""
     return dict(
         prior=prior,
