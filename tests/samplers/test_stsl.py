@@ -200,3 +200,28 @@ def test_squared_misfit_scales_the_data_step_by_twice_the_residual():
     d_l2, d_sq = run(lr, False) - base, run(lr, True) - base
     assert float(d_l2.abs().max()) > 1e-3
     torch.testing.assert_close(d_sq, 2 * r * d_l2, rtol=2e-3, atol=2e-6)
+
+
+def test_the_start_is_the_adjoint_or_the_pseudo_inverse(problem, monkeypatch):
+    """``start="adjoint"`` diffuses ``A^H y`` (the paper's start; preset stsl-5x20) and never
+    solves for ``A^+ y``; ``"pinv"`` does (issue 27)."""
+    from diffrecon.samplers.registry import resolve
+
+    p, solves = problem, []
+    real = type(p.operator).pinv
+
+    def counted(self, *a, **k):
+        solves.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(p.operator), "pinv", counted)
+    levels = karras_sigmas(2, 0.01, 1.0)
+    kw = dict(generator=_gens(1), shape=(2, 16, 16), lr=0.0)
+    first = []
+    for start in ("adjoint", "pinv"):
+        stsl(p.prior, p.operator, p.y, levels, start=start, callback=first.append, **kw)
+        assert len(solves) == (start == "pinv")
+    assert not torch.equal(first[0].x, first[len(first) // 2].x)  # two different starts
+    with pytest.raises(ValueError, match="start must be"):
+        stsl(p.prior, p.operator, p.y, levels, start="zero", **kw)
+    assert resolve("stsl-5x20").settings()["start"] == "adjoint"

@@ -9,9 +9,11 @@ under ``p(x0 | x)`` is the first-order term plus a trace. STSL descends the surr
 in ``x`` for ``K`` stochastic steps of size ``lr`` at every level (each with fresh
 Hutchinson probes: the trace is ``E_v[v^T (dD/dx) v]`` over Rademacher ``v``, the
 Jacobian-vector product taken by a finite difference of step ``fd_step``), then moves to the
-next level with an ancestral/DDIM step from the refreshed estimate. It starts from the
-forward-diffused pseudo-inverse ``A^+ y + sigma_0 z`` (the encoded one for latent priors)
-rather than pure noise, which is what lets it use few levels.
+next level with an ancestral/DDIM step from the refreshed estimate. It starts from a
+forward-diffused data image rather than pure noise, which is what lets it use few levels:
+the adjoint ``A^H y + sigma_0 z`` as the paper (``start="adjoint"``, preset ``stsl-5x20``) or
+the pseudo-inverse ``A^+ y + sigma_0 z`` (``"pinv"``, ``stsl-20``); the encoded one for
+latent priors.
 
 Latent priors: pass an :class:`Autoencoder` (``encode``/``decode``); the denoiser then acts
 on latents of ``shape`` and the data term is ``||y - A(decode(D(z)))||``; draws are decoded.
@@ -120,10 +122,14 @@ def stsl(
     autoencoder: Autoencoder | None = None,
     cg_iters: int = 50,
     squared: bool = False,
+    start: str = "pinv",
 ) -> torch.Tensor:
     """One STSL draw per item of ``y``; ``noise_std`` is unused (``lr`` absorbs it), as in
-    DPS; ``squared``: the paper's squared misfit (module docstring). ``shape`` is the latent
-    shape when ``autoencoder`` is given."""
+    DPS; ``squared``: the paper's squared misfit (module docstring); ``start``: the image the
+    first level diffuses, ``"pinv"`` (``A^+ y``) or ``"adjoint"`` (``A^H y``, the paper's).
+    ``shape`` is the latent shape when ``autoencoder`` is given."""
+    if start not in ("pinv", "adjoint"):
+        raise ValueError(f"start must be 'pinv' or 'adjoint', got {start!r}")
     if inner_steps < 1 or probes < 1:
         raise ValueError(f"inner_steps and probes must be >= 1, got {inner_steps}, {probes}")
     if autoencoder is not None and shape is None:
@@ -132,10 +138,15 @@ def stsl(
     x = blank_image(operator, y, shape)  # the latent shape for latent priors
     noise = NoiseSource(generator, x)
     levels = sigmas.tolist()
-    start = _pseudo_inverse(operator, y, cg_iters)
-    if start is not None and autoencoder is not None:
-        start = autoencoder.encode(start.to(x.dtype))
-    x = (start.to(x.dtype) if start is not None else 0) + levels[0] * noise()
+    if not operator.is_linear:
+        x0_start = None
+    elif start == "adjoint":
+        x0_start = operator.adjoint(y)
+    else:
+        x0_start = _pseudo_inverse(operator, y, cg_iters)
+    if x0_start is not None and autoencoder is not None:
+        x0_start = autoencoder.encode(x0_start.to(x.dtype))
+    x = (x0_start.to(x.dtype) if x0_start is not None else 0) + levels[0] * noise()
     n = len(levels) - 1
     nfe = 0
     for i in range(n):
