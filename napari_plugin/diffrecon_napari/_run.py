@@ -50,6 +50,8 @@ class Request:
     calibration: str = ""  # a calibration.json from `diffrecon calibrate`, or "" for none
     overrides: dict[str, Any] = field(default_factory=dict)
     all_slices: bool = False  # every slice of the file, shown as volumes that follow the slider
+    adapt: str | None = None  # the CLI's --adapt: None off, "" defaults, "rank=8,steps=4"...
+    spread_priors: str = ""  # the CLI's --priors beyond the main one: "NAME, NAME" or "adapted"
 
     def check(self) -> None:
         """The widget's own checks, before the job's."""
@@ -60,6 +62,16 @@ class Request:
         if self.mask_kind not in MASK_KINDS:
             raise ValueError(f"unknown mask type {self.mask_kind!r}")
         self.parsed_prior_options()
+        others = self.parsed_spread_priors()
+        if "adapted" in others and self.adapt is None:
+            raise ValueError("the 'adapted' prior needs adaptation: tick 'adapt the prior'")
+        if self.prior in others:
+            raise ValueError(f"{self.prior!r} is the main prior already: list the others")
+
+    def parsed_spread_priors(self) -> tuple[str, ...]:
+        """The priors beyond the main one that share the draws (the CLI's ``--priors``
+        after its first), from ``"NAME, NAME"``."""
+        return tuple(p.strip() for p in self.spread_priors.split(",") if p.strip())
 
     def parsed_prior_options(self) -> dict[str, Any]:
         """``"KEY=VALUE, ..."`` as a dict (:func:`diffrecon.priors.checkpoints.parse_options`)."""
@@ -72,6 +84,7 @@ class Request:
         """The job the CLI would build for the same file, slice and settings: built once, so
         the running reconstruction and the layers it streams share one opened file, one
         calibration and one loaded prior (whose name the layers' attributes record)."""
+        from diffrecon.adapt import AdaptSettings
         from diffrecon.calibration_run import read_calibration
 
         calibration = read_calibration(self.calibration) if self.calibration else None
@@ -94,6 +107,8 @@ class Request:
             calibration=calibration,
             # with a calibration the job takes its level (ReconstructionJob.interval_level_used)
             interval_level=DEFAULT_INTERVAL_LEVEL if self.intervals else None,
+            adapt=None if self.adapt is None else AdaptSettings.parse(self.adapt),
+            spread_priors=self.parsed_spread_priors(),
             command="napari diffrecon widget",
         )
 

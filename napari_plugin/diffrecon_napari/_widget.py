@@ -45,6 +45,10 @@ class ReconstructWidget(QWidget):
             value="auto",
         )
         self.prior_options = widgets.LineEdit(label="prior options (KEY=VALUE, ...)", value="")
+        self.adapt = widgets.CheckBox(label="adapt the prior to the slice", value=False)
+        self.spread_priors = widgets.LineEdit(
+            label="more priors for the spread (NAME, ... or adapted)", value=""
+        )
         self.sampler = widgets.ComboBox(label="sampler", choices=list(_run.SAMPLERS))
         self.steps = widgets.SpinBox(label="steps (0: preset)", min=0, max=5000, value=0)
         self.draws = widgets.SpinBox(label="draws", min=1, max=1024, value=8)
@@ -75,6 +79,8 @@ class ReconstructWidget(QWidget):
                 self.prior,
                 self.prior_format,
                 self.prior_options,
+                self.adapt,
+                self.spread_priors,
                 self.sampler,
                 self.steps,
                 self.draws,
@@ -135,6 +141,8 @@ class ReconstructWidget(QWidget):
             all_slices=self.all_slices.value,
             intervals=self.intervals.value,
             calibration=_path_or_empty(self.calibration.value),
+            adapt="" if self.adapt.value else None,
+            spread_priors=self.spread_priors.value,
         )
 
     # -- running -------------------------------------------------------------------------

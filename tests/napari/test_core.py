@@ -273,3 +273,22 @@ def test_the_reader_opens_nifti_exports_and_claims_only_its_own_files(tmp_path):
     assert "*" not in reader["filename_patterns"] and "*.nii.gz" in reader["filename_patterns"]
     (tmp_path / "notes.txt").write_text("not an image")
     assert _io.get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_the_widget_request_adapts_and_spreads_over_priors(tiny_kspace_file, tiny_bundle):
+    """The widget's 'adapt the prior' and 'more priors' fields are the CLI's --adapt and
+    --priors: the adapted prior shares the draws and the result shows the between-prior
+    spread; what cannot run is refused before any work (issues 25, 26)."""
+    with pytest.raises(ValueError, match="needs adaptation"):
+        _request(tiny_kspace_file, tiny_bundle, spread_priors="adapted").check()
+    with pytest.raises(ValueError, match="is the main prior already"):
+        _request(tiny_kspace_file, tiny_bundle, spread_priors=str(tiny_bundle)).check()
+    req = _request(
+        tiny_kspace_file, tiny_bundle, adapt="rank=2,steps=1,levels=2", spread_priors="adapted"
+    )
+    req.check()
+    assert req.job.spread_priors == ("adapted",) and req.job.adapt.rank == 2
+    res = _run.run(req)
+    assert res.std_between is not None and res.std_between.shape == res.mean.shape
+    names = [kw["name"] for _, kw, _ in _run.request_layers(res, req, True)]
+    assert "between-prior spread · tiny, slice 1" in names

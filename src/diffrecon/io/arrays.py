@@ -94,11 +94,8 @@ def _check_maps(
 ) -> None:
     """Coil maps' declared type and shape, checked before they are read (a file can
     declare gigabytes)."""
-    if not np.issubdtype(dtype, np.complexfloating) or len(shape) not in (3, 4):
-        ok = False
-    else:
-        ok = tuple(shape[-3:]) == tuple(want)
-    if not ok:
+    complex_ = np.issubdtype(dtype, np.complexfloating)
+    if not (complex_ and len(shape) in (3, 4) and tuple(shape[-3:]) == tuple(want)):
         raise ValueError(
             f"coil maps must be complex (coils, H, W) = {tuple(want)} or (slices, {want[0]}, "
             f"{want[1]}, {want[2]}), got {dtype} {tuple(shape)}"

@@ -18,7 +18,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from diffrecon.io.h5 import refuse_external_data
+from diffrecon.io.h5 import decoded_attrs, refuse_external_data
 
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 
@@ -217,7 +217,7 @@ def open_fastmri(path: str | Path, max_pixels: int = MAX_PIXELS) -> FastMRIFile:
                 f"of {max_pixels} (--max-pixels); refusing to read it"
             )
         _check_sizes(f, p, ds.shape, max_pixels)
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = decoded_attrs(f)
         header = parse_header(f["ismrmrd_header"][()]) if "ismrmrd_header" in f else None
         mask = np.asarray(f["mask"][()]) > 0 if "mask" in f else None
         targets = [t for t in ("reconstruction_rss", "reconstruction_esc") if t in f]

@@ -63,3 +63,9 @@ def refuse_external_data(f: h5py.File, label: str) -> None:
                     f"{label}: '{name}' keeps its data in external files; "
                     "refusing to read data from outside the file"
                 )
+
+
+def decoded_attrs(obj: h5py.File | h5py.Dataset | h5py.Group) -> dict[str, Any]:
+    """An HDF5 object's attributes with byte strings decoded (h5py returns ``bytes`` for
+    fixed-length strings, ``str`` for variable-length ones)."""
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}

@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from diffrecon.io.h5 import refuse_external_data, write_atomic_h5
+from diffrecon.io.h5 import decoded_attrs, refuse_external_data, write_atomic_h5
 from diffrecon.results import PER_SLICE_ATTRS, RunRecord, VolumeResult
 
 # datasets with one entry per slice (stacked along axis 0 when parts are merged)
@@ -199,7 +199,7 @@ def settings_mismatch(a: dict[str, Any], b: dict[str, Any]) -> str | None:
 def read_attrs(path: str | Path) -> dict[str, Any]:
     """A result file's attributes (strings decoded), without reading its data."""
     with h5py.File(path, "r") as f:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        return decoded_attrs(f)
 
 
 def merge_parts(parts: list[Path], out: Path, overwrite: bool = False) -> Path:
@@ -283,7 +283,7 @@ def read_results(path: str | Path) -> Results:
                 raise ResultFileError(
                     f"{p}: '{name}' has shape {f[name].shape}, not the reconstruction's {rec.shape}"
                 )
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = decoded_attrs(f)
         n = rec.shape[0]
         return Results(
             reconstruction=rec,

@@ -282,6 +282,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # ZAPS: 20 irregular (Karras) steps from sigma 5, weights and Hessian diagonals fitted
     # for 10 epochs (settings of bench/few_step.py for multicoil MRI; 4x SR preferred zeta 5).
+    # Not from pure noise as the paper: from sigma 80 it diverges on every exact case (RMS z
+    # 9.7 to 779; zaps-30 turns non-finite at its first step; docs/samplers.md, issue 27).
     "zaps-20": {
         "sampler": "zaps",
         "steps": 20,
