@@ -116,8 +116,10 @@ def test_reference_settings_presets_keep_the_papers_values():
     assert vp.time(sr.schedule.sigma_min) == pytest.approx(1e-3, abs=1e-5)
     assert resolve("cpigdm-ref-noisy").settings()["w"] == 1.0
     flow = resolve("cpigfm-ref")
-    assert (flow.settings()["w"], flow.settings()["lam"], flow.schedule.steps) == (20.0, 0.2, 10)
-    assert rf.time(flow.schedule.sigma_max) == pytest.approx(0.6, abs=1e-9)
+    # the reference's flow time runs noise -> data: its skip_t 0.6 and lambda 0.2 are our
+    # (data -> noise) time 0.4 and lam -0.2 (issue 27)
+    assert (flow.settings()["w"], flow.settings()["lam"], flow.schedule.steps) == (20.0, -0.2, 10)
+    assert rf.time(flow.schedule.sigma_max) == pytest.approx(1 - 0.6, abs=1e-9)
     assert resolve("pigdm-20-reddiff").settings()["update"] == "reddiff"
     z = resolve("zaps-30").settings()
     assert (resolve("zaps-30").schedule.steps, z["squared"], z["discrepancy"]) == (30, True, 1.0)

@@ -270,15 +270,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "w": 15.0,
         "lam": 0.0,
     },
+    # The reference's flow time runs from noise (0) to data (1) and ours the other way
+    # (issue 27): its start skip_t 0.6 is our rf time 0.4, sigma (1 - 0.6) / 0.6 = 2/3 (it was
+    # 1.5 here before), and its B x_bar dt with dt > 0 is our lam x_bar dt with dt < 0, so its
+    # lambda 0.2 is our lam -0.2 (A_t then agrees up to a constant factor).
     "cpigfm-ref": {
         "sampler": "cpigdm",
         "path": "rf",
         "spacing": "rf",
         "steps": 10,
         "sigma_min": 0.001,
-        "sigma_max": 1.5,
+        "sigma_max": 2.0 / 3.0,
         "w": 20.0,
-        "lam": 0.2,
+        "lam": -0.2,
     },
     # ZAPS: 20 irregular (Karras) steps from sigma 5, weights and Hessian diagonals fitted
     # for 10 epochs (settings of bench/few_step.py for multicoil MRI; 4x SR preferred zeta 5).
