@@ -273,7 +273,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The reference's flow time runs from noise (0) to data (1) and ours the other way
     # (issue 27): its start skip_t 0.6 is our rf time 0.4, sigma (1 - 0.6) / 0.6 = 2/3 (it was
     # 1.5 here before), and its B x_bar dt with dt > 0 is our lam x_bar dt with dt < 0, so its
-    # lambda 0.2 is our lam -0.2 (A_t then agrees up to a constant factor).
+    # lambda 0.2 is our lam -0.2 (A_t then agrees up to a constant factor). That start is
+    # the reference's run.sh setting (its compression task): on 70% inpainting it fails
+    # (8.5 dB against 15.8 from the misread 1.5; bench/cpigdm_claim.py, docs/samplers.md).
     "cpigfm-ref": {
         "sampler": "cpigdm",
         "path": "rf",
