@@ -350,13 +350,9 @@ def reconstruct_files(
     finally:
         if cluster is not None:
             _close_quietly(client, cluster)
-    rows = [_finish_safely(plan, settings, figures, failed, nifti) for plan in plans]
+    rows = [_finish_safely(plan, settings, figures, failed, nifti, interrupted) for plan in plans]
     for row in rows:
         row["batch_seconds"] = round(time.perf_counter() - t0, 1)
-        missing = str(row.get("error")).startswith("slices without a result")
-        if interrupted and row["status"] == "failed" and missing:
-            row["status"] = "interrupted"
-            row["error"] = f"{row['error']}: interrupted; --resume continues from the slices done"
     write_manifest(out, rows)
     if interrupted:
         raise BatchInterrupted(out / "manifest.csv")
@@ -444,11 +440,13 @@ def _collect(fut, where, figures, failed, on_slice) -> None:
         )
 
 
-def _finish_safely(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict:
+def _finish_safely(
+    plan: FilePlan, settings, figures, failed, nifti: bool = False, interrupted: bool = False
+) -> dict:
     """:func:`_finish`, with a failure to write (a full disk) reported in the file's row
     in one line instead of ending the batch without a manifest."""
     try:
-        return _finish(plan, settings, figures, failed, nifti)
+        return _finish(plan, settings, figures, failed, nifti, interrupted)
     except OSError as err:
         row = _row(plan, settings)
         row["status"], row["error"] = "failed", f"writing {plan.output.name}: {err.strerror or err}"
@@ -469,8 +467,12 @@ def _row(plan: FilePlan, settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> dict[str, Any]:
-    """Merge a file's parts when all its slices are there; its manifest row."""
+def _finish(
+    plan: FilePlan, settings, figures, failed, nifti: bool = False, interrupted: bool = False
+) -> dict[str, Any]:
+    """Merge a file's parts when all its slices are there; its manifest row. After an
+    interrupt (``interrupted``), a file whose only fault is slices not yet done is
+    ``interrupted``, not ``failed``: ``--resume`` continues it."""
     row = _row(plan, settings)
     if plan.error is not None or plan.status.startswith("skipped"):
         return row
@@ -483,6 +485,9 @@ def _finish(plan: FilePlan, settings, figures, failed, nifti: bool = False) -> d
     if errors or missing:
         row["status"] = "failed"
         row["error"] = "; ".join(errors) or f"slices without a result: {missing}"
+        if interrupted and not errors:
+            row["status"] = "interrupted"
+            row["error"] += ": interrupted; --resume continues from the slices done"
         return row
     try:
         merge_parts([plan.part(i) for i in plan.slices], plan.output, overwrite=True)

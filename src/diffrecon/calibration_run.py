@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from diffrecon._version import __version__
 from diffrecon.io.atomic import OutputExistsError, atomic_file
+from diffrecon.io.results import EVIDENCE, SPREAD
 from diffrecon.jobs import ReconstructionJob
 from diffrecon.mri.masks import measured_columns
 from diffrecon.mri.transforms import crop_target
@@ -91,18 +92,30 @@ class _Slices:
         self.quants: list[np.ndarray] = []
         self.feats: list[dict[str, np.ndarray]] = []
 
-    def add(self, job: ReconstructionJob, idx: int, res: Any) -> None:
-        """One slice's result (a :class:`~diffrecon.results.SliceResult` or one slice of a
-        result file: ``mean``, ``std``, ``quantiles``, the spread and hold-out maps)."""
-        if not (np.isfinite(res.std).all() and np.isfinite(res.mean).all()):
+    def add(
+        self,
+        job: ReconstructionJob,
+        idx: int,
+        mean: np.ndarray,
+        std: np.ndarray,
+        quantiles: np.ndarray,
+        maps: Sequence[np.ndarray | None],
+    ) -> None:
+        """One slice: its mean, std, quantiles and ``maps`` (``std_within``,
+        ``std_between``, ``l1_image``, ``holdout_residual``, each or None), from a
+        :class:`~diffrecon.results.SliceResult` or one slice of a result file."""
+        if not (np.isfinite(std).all() and np.isfinite(mean).all()):
             raise ValueError(f"{job.input.path.name} slice {idx}: non-finite mean or std")
-        self.truths.append(crop_target(job.input.target(idx), res.mean.shape).astype(np.float64))
-        self.means.append(res.mean.astype(np.float64))
-        self.stds.append(res.std.astype(np.float64))
-        self.quants.append(res.quantiles.astype(np.float64))
+        self.truths.append(crop_target(job.input.target(idx), mean.shape).astype(np.float64))
+        self.means.append(mean.astype(np.float64))
+        self.stds.append(std.astype(np.float64))
+        self.quants.append(quantiles.astype(np.float64))
         if self.score == "fitted":  # the std alone needs no features
-            parts = (res.std_within, res.std_between, res.l1_image, res.holdout_residual)
-            self.feats.append(score_features(res.mean, res.std, *parts))
+            self.feats.append(score_features(mean, std, *maps))
+
+
+# the maps of a result the fitted score reads, in score_features' order
+SCORE_MAPS = (*SPREAD, *EVIDENCE)
 
 
 def calibrate_files(
@@ -126,23 +139,12 @@ def calibrate_files(
     for job in jobs:
         for idx in job.slice_indices:
             t1 = time.perf_counter()
-            data.add(job, idx, job.run_slice(idx, on_step=on_step))
+            res = job.run_slice(idx, on_step=on_step)
+            maps = [getattr(res, n) for n in SCORE_MAPS]
+            data.add(job, idx, res.mean, res.std, res.quantiles, maps)
             if on_slice is not None:
                 on_slice(job.input.path.name, idx, time.perf_counter() - t1)
     return _fit(data, jobs, level, score, time.perf_counter() - t0)
-
-
-@dataclass
-class _FileSlice:
-    """One slice of a result file, as :meth:`_Slices.add` reads it."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    quantiles: np.ndarray
-    std_within: np.ndarray | None
-    std_between: np.ndarray | None
-    l1_image: np.ndarray | None
-    holdout_residual: np.ndarray | None
 
 
 def calibrate_results(
@@ -169,12 +171,8 @@ def calibrate_results(
         if [int(i) for i in res.slice_indices] != list(job.slice_indices):
             raise ValueError(f"{path}: slices {res.slice_indices.tolist()} are not the job's")
         for k, idx in enumerate(job.slice_indices):
-            opt = {
-                n: None if getattr(res, n) is None else getattr(res, n)[k]
-                for n in ("std_within", "std_between", "l1_image", "holdout_residual")
-            }
-            one = _FileSlice(res.reconstruction[k], res.std[k], res.quantiles[k], **opt)
-            data.add(job, idx, one)
+            maps = [None if getattr(res, n) is None else getattr(res, n)[k] for n in SCORE_MAPS]
+            data.add(job, idx, res.reconstruction[k], res.std[k], res.quantiles[k], maps)
     return _fit(data, list(jobs), level, score, seconds)
 
 

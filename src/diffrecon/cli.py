@@ -504,6 +504,23 @@ def _gpu_ids(spec: str | None) -> list[str]:
 RESIDUAL_OK = (0.5, 1.5)  # a posterior mean's data residual outside this is warned about
 
 
+def _check_cluster_args(args: argparse.Namespace) -> None:
+    """``--workers`` and ``--scheduler`` (reconstruct, calibrate): N >= 1, not both."""
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {args.workers}")
+    if args.workers and args.scheduler:
+        raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+
+
+def _scheduler_client(args: argparse.Namespace) -> Any:
+    """A Dask client of the running scheduler ``--scheduler`` names, or None."""
+    if not args.scheduler:
+        return None
+    from dask.distributed import Client
+
+    return Client(args.scheduler)
+
+
 def _step_bar(bars: dict[str, Any], quiet: bool) -> Callable[[Any], None]:
     """The sampler's step callback: a bar of the current slice's steps in ``bars["steps"]``,
     started afresh at each slice's first step (none when stderr is not a terminal)."""
@@ -528,21 +545,14 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     from diffrecon.batch import reconstruct_files
 
-    if args.workers is not None and args.workers < 1:
-        raise BadInput(f"--workers must be >= 1, got {args.workers}")
-    if args.workers and args.scheduler:
-        raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+    _check_cluster_args(args)
     gpus = _gpu_ids(args.gpus)
     if gpus and (args.workers or args.scheduler):
         raise BadInput("--gpus starts one worker per GPU: not with --workers or --scheduler")
     settings = _job_settings(args, **_output_settings(args))  # --gpus: batch sets cuda
     check_writable_folder(args.out)
     warning = mri_warning(args.sampler)
-    client = None
-    if args.scheduler:
-        from dask.distributed import Client
-
-        client = Client(args.scheduler)
+    client = _scheduler_client(args)
     bars: dict[str, Any] = {}
     far: dict[str, list[int]] = {}
     checks: dict[str, list[Any]] = {}
@@ -663,10 +673,7 @@ def _calibrate(args: argparse.Namespace) -> None:
             raise BadInput(f"{out} exists: pass --overwrite to replace it")
     if not 0 < args.level < 1:
         raise BadInput(f"--level must lie in (0, 1), got {args.level}")
-    if args.workers is not None and args.workers < 1:
-        raise BadInput(f"--workers must be >= 1, got {args.workers}")
-    if args.workers and args.scheduler:
-        raise BadInput("use --workers (a local cluster) or --scheduler (a running one), not both")
+    _check_cluster_args(args)
     settings = _job_settings(args)
     jobs = [ReconstructionJob(path, **settings) for path in args.inputs]
     bars: dict[str, Any] = {}
@@ -731,11 +738,7 @@ def _calibrate_on_dask(
     from diffrecon.calibration_run import QUANTILES, calibrate_results, prepare_jobs
 
     jobs = prepare_jobs(jobs, args.score)  # every check before a worker starts
-    client = None
-    if args.scheduler:
-        from dask.distributed import Client
-
-        client = Client(args.scheduler)
+    client = _scheduler_client(args)
     scratch = Path(tempfile.mkdtemp(prefix=f".{args.out.name}-slices-", dir=args.out.parent))
     try:
         t0 = time.perf_counter()

@@ -166,7 +166,7 @@ def read_reconstruction(f: h5py.File, where: str) -> np.ndarray:
             f"{where}: slice_indices {idx.tolist()[:8]} do not index the "
             f"{rec.shape[0]} slices of 'reconstruction'"
         )
-    return rec[()][idx]
+    return np.stack([rec[int(i)] for i in idx])  # the reconstructed slices only
 
 
 def flat_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
