@@ -451,6 +451,13 @@ def main() -> None:
         help="the network's precision (bfloat16: autocast; name the rows with --tag)",
     )
     ap.add_argument("--fresh", action="store_true", help="ignore cached rows")
+    ap.add_argument(
+        "--redo",
+        nargs="*",
+        default=[],
+        metavar="METHOD",
+        help="run these methods again where cached (the new rows are appended; the last wins)",
+    )
     ap.add_argument("--tag", default="", help="suffix for the method names (a variant run)")
     ap.add_argument("--table", action="store_true", help="print the cached rows as markdown")
     ap.add_argument(
@@ -495,6 +502,7 @@ def main() -> None:
         print(markdown(sorted(cache.values(), key=lambda r: (r["case"], r["method"]))))
         return
     prior = load(args.prior).with_precision(args.precision)
+    cache = {k: r for k, r in cache.items() if k[1] not in set(args.redo)}
 
     def record(row: dict) -> None:
         cache[(row["case"], row["method"])] = row

@@ -81,3 +81,19 @@ def tiny_kspace_file(tmp_path_factory):
     return simulate_fastmri(
         tmp_path_factory.mktemp("k") / "tiny.h5", slices=(100, 104), size=(40, 32), coils=4
     )
+
+
+@pytest.fixture
+def adaptations(monkeypatch) -> list[int]:
+    """Counts the prior adaptations the job runs (one entry per ``adapt_prior`` call)."""
+    import diffrecon.jobs as jobs
+
+    calls: list[int] = []
+    real = jobs.adapt_prior
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "adapt_prior", counting)
+    return calls

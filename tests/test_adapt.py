@@ -138,6 +138,9 @@ def test_settings_parse_and_refuse():
         AdaptSettings.parse("rank")
     with pytest.raises(ValueError, match="positive integer"):
         AdaptSettings.parse("levels=0")
+    assert AdaptSettings.parse("scope=volume").scope == "volume"
+    with pytest.raises(ValueError, match="scope must be one of slice, volume"):
+        AdaptSettings.parse("scope=file")
     levels = adaptation_levels(AdaptSettings(levels=4), 0.5)
     assert levels[0] == pytest.approx(0.5) and levels[-2] == pytest.approx(0.025)
     assert levels[-1] == 0.0 and all(a > b for a, b in zip(levels, levels[1:], strict=False))
@@ -163,6 +166,31 @@ def test_adaptation_moves_a_misplaced_prior_toward_the_exact_posterior():
     err_before = float((before - exact).pow(2).mean().sqrt())
     err_after = float((after - exact).pow(2).mean().sqrt())
     assert err_after < 0.6 * err_before, (err_before, err_after)
+
+
+def test_kept_adapters_rebuild_the_adapted_prior_elsewhere(tmp_path):
+    """What a volume shares: the kept adapters, saved and loaded, merged into a fresh copy
+    of the base prior, give the adapted network's outputs; a refusal shares the base."""
+    from diffrecon.adapt import SharedAdaptation, apply_adapters
+
+    p = problem(weight=0.6)
+    wrong = gaussian_prior_net(0.0, correction=False)
+    adapted, report = adapt(wrong, p, 3, lr=0.01)
+    assert report.accepted and report.adapters
+    shared = SharedAdaptation.of_report(7, report)
+    shared.save(tmp_path / "a.pt")
+    back = SharedAdaptation.load(tmp_path / "a.pt")
+    assert (back.slice, back.accepted, back.kept_level) == (7, True, report.kept_level)
+    x = torch.randn(2, 2, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    s = torch.tensor([0.05, 0.4])
+    rebuilt = back.prior(gaussian_prior_net(0.0, correction=False), 4)
+    assert torch.allclose(rebuilt(x, s), adapted(x, s), atol=1e-6)
+    assert not torch.allclose(rebuilt(x, s), wrong(x, s), atol=1e-3)
+    with pytest.raises(ValueError, match="do not fit"):
+        apply_adapters(wrong, 2, report.adapters)
+    refused = SharedAdaptation(3, False, None, 1.0, "refused")
+    refused.save(tmp_path / "r.pt")
+    assert SharedAdaptation.load(tmp_path / "r.pt").prior(wrong, 4) is wrong
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -3,6 +3,7 @@ bit-identical results, resume after an interruption, failures reported per file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -93,6 +94,46 @@ def test_resume_redoes_only_the_missing_slices(tmp_path, folder, tiny_bundle):
         read_results(out / "f0.h5").reconstruction,
         read_results(tmp_path / "fresh" / "f0.h5").reconstruction,
     )
+
+
+def test_volume_adaptation_runs_once_per_file_and_a_resume_reuses_it(
+    tmp_path, folder, tiny_bundle, adaptations
+):
+    """``--adapt scope=volume`` in a batch: the prior is adapted once per file (kept in its
+    parts folder), a resumed run reuses that adaptation, and the result equals the
+    uninterrupted run's."""
+    from diffrecon.adapt import AdaptSettings, SharedAdaptation
+
+    calls = adaptations
+    settings = {**_settings(tiny_bundle), "adapt": AdaptSettings(levels=2, steps=1, scope="volume")}
+    full = reconstruct_files([folder / "f0.h5"], tmp_path / "full", **settings)
+    assert full[0]["status"] == "done" and len(calls) == 1
+    out = tmp_path / "out"
+
+    def interrupt(name, idx, figures, error):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files([folder / "f0.h5"], out, on_slice=interrupt, **settings)
+    saved = out / ".f0.h5.parts" / "adaptation.pt"
+    assert len(calls) == 2 and saved.exists()
+    kept = SharedAdaptation.load(saved)
+    rows = reconstruct_files([folder / "f0.h5"], out, resume=True, **settings)
+    assert rows[0]["status"] == "done" and len(calls) == 2  # not adapted again
+    # one saved with other settings (a run stopped before its first slice) is not reused
+    stale = tmp_path / "stale" / ".f0.h5.parts" / "adaptation.pt"
+    dataclasses.replace(kept, key="other settings").save(stale)
+    with pytest.raises(KeyboardInterrupt):  # stopped after its first slice, the new one kept
+        reconstruct_files(
+            [folder / "f0.h5"], tmp_path / "stale", resume=True, on_slice=interrupt, **settings
+        )
+    assert len(calls) == 3 and SharedAdaptation.load(stale).key == kept.key
+    np.testing.assert_array_equal(
+        read_results(out / "f0.h5").reconstruction,
+        read_results(tmp_path / "full" / "f0.h5").reconstruction,
+    )
+    reasons = json.loads(read_results(out / "f0.h5").attrs["holdout_adapt_reason"])
+    assert all(r.startswith("shared by the volume: adapted once on slice 1") for r in reasons)
 
 
 def test_a_truncated_part_is_redone_and_a_full_disk_fails_one_file(

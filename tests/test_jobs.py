@@ -105,6 +105,30 @@ def test_an_adapted_run_records_the_adaptation_and_leaves_the_shared_prior_alone
         _job(tiny_kspace_file, tiny_bundle, prior=exact, adapt=settings).load_prior()
 
 
+def test_volume_scope_adapts_once_and_every_slice_draws_with_it(
+    tiny_kspace_file, tiny_bundle, adaptations
+):
+    """``scope="volume"``: one adaptation, on the middle slice, shared by every slice and
+    recorded as such in each slice's provenance; a job handed that adaptation adapts no
+    more and draws the same images."""
+    calls = adaptations
+    settings = AdaptSettings(levels=2, steps=1, scope="volume")
+    job = _job(tiny_kspace_file, tiny_bundle, slices=None, adapt=settings).validate()
+    vol = job.run()
+    assert len(calls) == 1 and job.shared_adaptation.slice == 1
+    checks = [r.provenance.validation for r in vol.slices]
+    assert all(
+        c.adapt_reason.startswith("shared by the volume: adapted once on slice 1") for c in checks
+    )
+    assert len({c.adapted for c in checks}) == 1
+    again = _job(
+        tiny_kspace_file, tiny_bundle, slices=[0], adapt=settings,
+        shared_adaptation=job.shared_adaptation,
+    ).validate()  # fmt: skip
+    np.testing.assert_array_equal(again.run().slices[0].mean, vol.slices[0].mean)
+    assert len(calls) == 1
+
+
 def test_validate_loads_the_prior_once_and_names_a_missing_file(tiny_kspace_file, tiny_bundle):
     job = _job(tiny_kspace_file, tiny_bundle).validate()
     prior = job.prior

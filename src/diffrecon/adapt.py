@@ -20,7 +20,10 @@ each level and its estimates scored on the held-out samples, one validation curv
 adapters of the best-scoring level are kept; the adaptation stops after ``patience`` levels
 without a better score, and is refused (the base prior returned) when no level beats the
 base network's score. Every posterior draw then uses the adapted network (adapters merged
-into the weights), so the cost is paid once per slice, not per draw.
+into the weights), so the cost is paid once per slice, not per draw; with ``scope="volume"``
+once per volume (on its middle slice, as DDIP adapts once for a volume), the kept adapters
+(:attr:`AdaptReport.adapters`) rebuilding the same network for every other slice
+(:func:`apply_adapters`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from diffrecon.priors.wrappers import SupportDenoiser
 from diffrecon.samplers.common import NoiseSource
 from diffrecon.samplers.daps import gaussian_data_step
 
+SCOPES = ("slice", "volume")
+
 
 @dataclass(frozen=True)
 class AdaptSettings:
@@ -54,7 +59,9 @@ class AdaptSettings:
     learning rate ``lr`` per level on adapters of rank ``rank``; ``tv``: weight of the mean
     absolute finite difference of the estimate (in units of ``sigma_data``) beside the
     noise-normalised data misfit; ``patience``: levels in a row without a better held-out
-    score on the validation probe before the adaptation stops."""
+    score on the validation probe before the adaptation stops; ``scope``: adapt to each
+    slice (``"slice"``) or once per volume, on its middle slice, for all of its slices
+    (``"volume"``: one adaptation's cost instead of one per slice)."""
 
     rank: int = 4
     levels: int = 10
@@ -64,8 +71,13 @@ class AdaptSettings:
     sigma_min_data: float = 0.05
     tv: float = 0.0
     patience: int = 2
+    scope: str = "slice"
 
     def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(
+                f"adaptation scope must be one of {', '.join(SCOPES)}, got {self.scope!r}"
+            )
         for name in ("rank", "levels", "steps", "patience"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -122,6 +134,8 @@ class AdaptReport:
     scores: list[float] = field(default_factory=list)  # after each level
     loss_misfit: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    # the kept adapters' parameters (None: refused), to rebuild the network elsewhere
+    adapters: list[torch.Tensor] | None = field(default=None, repr=False)
 
 
 def _device_of(generator: torch.Generator | None) -> torch.device:
@@ -264,8 +278,75 @@ def adapt_prior(
         ) + "; the adapted network never predicted the held-out samples better than the base"
         return prior, report
     report.score_adapted = best
+    report.adapters = [t.detach().cpu() for t in kept]
     load_lora_state(net, kept)
     report.accepted = True
     report.reason = report.reason or f"ran all {report.levels_run} levels"
     report.reason += f"; kept the adapters of level {report.kept_level}"
     return merged_prior(adapted, name=f"{prior.name}+adapted"), report
+
+
+def apply_adapters(prior: LearnedPrior, rank: int, adapters: list[torch.Tensor]) -> LearnedPrior:
+    """``prior`` with the adapters an :func:`adapt_prior` run kept (``report.adapters``, its
+    settings' ``rank``) merged into its network: the same adapted prior, rebuilt in another
+    process or for another slice without adapting again."""
+    if not isinstance(prior, LearnedPrior):
+        raise ValueError(f"adapters need a learned prior (a network); got {type(prior).__name__}")
+    dev = next(prior.net.parameters()).device
+    adapted = with_lora(prior, rank)
+    params = lora_parameters(adapted.net)
+    if len(params) != len(adapters) or any(
+        p.shape != t.shape for p, t in zip(params, adapters, strict=False)
+    ):
+        raise ValueError(f"these adapters do not fit {prior.name} at rank {rank}")
+    load_lora_state(adapted.net, [t.to(dev) for t in adapters])
+    return merged_prior(adapted, name=f"{prior.name}+adapted")
+
+
+@dataclass(frozen=True)
+class SharedAdaptation:
+    """One adaptation for a whole volume (``scope="volume"``): the slice it was fitted on,
+    what it did, and the kept adapters (``None``: refused, the base prior draws)."""
+
+    slice: int
+    accepted: bool
+    kept_level: int | None
+    seconds: float
+    reason: str
+    adapters: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
+    key: str = ""  # what it was made with (settings, seed, prior): a resume checks it
+
+    @classmethod
+    def of_report(cls, index: int, report: AdaptReport, key: str = "") -> SharedAdaptation:
+        adapters = None if report.adapters is None else tuple(report.adapters)
+        return cls(index, report.accepted, report.kept_level, report.seconds, report.reason,
+                   adapters, key)  # fmt: skip
+
+    def prior(self, base: LearnedPrior, rank: int) -> LearnedPrior:
+        """The prior every slice of the volume draws with."""
+        return base if self.adapters is None else apply_adapters(base, rank, list(self.adapters))
+
+    def save(self, path: Any) -> None:
+        """Write it to ``path`` (atomically: a run resumed after a crash reuses it)."""
+        from diffrecon.io.atomic import atomic_file
+
+        data = {
+            "slice": self.slice,
+            "accepted": self.accepted,
+            "kept_level": -1 if self.kept_level is None else self.kept_level,
+            "seconds": self.seconds,
+            "reason": self.reason,
+            "adapters": [] if self.adapters is None else list(self.adapters),
+            "key": self.key,
+        }
+        with atomic_file(path, overwrite=True) as tmp:
+            torch.save(data, tmp)
+
+    @classmethod
+    def load(cls, path: Any) -> SharedAdaptation:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        level = int(data["kept_level"])
+        adapters = tuple(data["adapters"]) if data["accepted"] else None
+        return cls(int(data["slice"]), bool(data["accepted"]), None if level < 0 else level,
+                   float(data["seconds"]), str(data["reason"]), adapters,
+                   str(data.get("key", "")))  # fmt: skip

@@ -80,18 +80,25 @@ def _job(path: str | Path, settings: dict[str, Any]) -> Any:
 
 
 def run_slice_task(
-    path: str, settings: dict[str, Any], index: int, part: str, on_step: Any = None
+    path: str,
+    settings: dict[str, Any],
+    index: int,
+    part: str,
+    on_step: Any = None,
+    shared: Any = None,
 ) -> dict[str, Any]:
     """Reconstruct one slice and persist it as a one-slice result file ``part`` (the task a
     worker runs; the prior is loaded once per process); returns its manifest figures.
-    ``on_step``: the sampler's step callback (in-process runs: progress bars)."""
+    ``on_step``: the sampler's step callback (in-process runs: progress bars); ``shared``:
+    the file's one adaptation of the prior (``--adapt scope=volume``, see
+    :func:`shared_adaptation`)."""
     import torch
 
     from diffrecon.io.results import write_results
     from diffrecon.results import VolumeResult
 
     torch.set_num_threads(int(os.environ.get("DIFFRECON_TORCH_THREADS", torch.get_num_threads())))
-    job = _job(path, settings)
+    job = _job(path, settings if shared is None else {**settings, "shared_adaptation": shared})
     t0 = time.perf_counter()
     job.load_prior()
     res = job.run_slice(index, on_step=on_step)
@@ -117,9 +124,34 @@ class FilePlan:
     todo: list[int] = field(default_factory=list)
     error: str | None = None
     status: str = "pending"
+    shared: Any = None  # the file's one adaptation of the prior (--adapt scope=volume)
 
     def part(self, index: int) -> Path:
         return self.parts / f"slice{index:04d}.h5"
+
+
+ADAPTATION_FILE = "adaptation.pt"
+
+
+def shared_adaptation(plan: FilePlan, settings: dict[str, Any]) -> Any:
+    """The prior's one adaptation for ``plan``'s volume (``--adapt scope=volume``), fitted in
+    this process on the middle slice before its slices are sent out, and kept in the parts
+    folder, so a resumed run reuses it instead of adapting again; ``None`` when the run does
+    not adapt per volume."""
+    from diffrecon.adapt import SharedAdaptation
+
+    adapt = settings.get("adapt")
+    if adapt is None or getattr(adapt, "scope", "slice") != "volume":
+        return None
+    saved = plan.parts / ADAPTATION_FILE
+    job = _job(plan.input, settings)
+    if saved.exists():
+        kept = SharedAdaptation.load(saved)
+        if kept.key == job.adaptation_key(kept.slice):
+            return kept
+    found = job.adapt_volume()
+    found.save(saved)
+    return found
 
 
 def plan_files(
@@ -340,6 +372,9 @@ def reconstruct_files(
     try:
         if on_start is not None:
             on_start(len(tasks), getattr(client, "dashboard_link", None))
+        for plan in plans:
+            if plan.error is None and plan.todo:
+                plan.shared = shared_adaptation(plan, settings)
         if client is None:
             for plan, idx in tasks:
                 _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step)
@@ -389,7 +424,7 @@ def _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step=
     for attempt in range(retries + 1):
         try:
             figures[(plan.input, idx)] = run_slice_task(
-                str(plan.input), settings, idx, str(plan.part(idx)), **steps
+                str(plan.input), settings, idx, str(plan.part(idx)), shared=plan.shared, **steps
             )
             failed.pop((plan.input, idx), None)
             break
@@ -414,6 +449,7 @@ def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> No
             settings,
             idx,
             str(plan.part(idx)),
+            shared=plan.shared,
             retries=retries,
             pure=False,
             key=f"slice-{plan.input.name}-{idx}-{time.time_ns()}",

@@ -357,8 +357,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         help="adapt the prior to each slice before drawing (LoRA adapters fitted to part of "
         "the measured k-space, stopped by the held-out part; needs the hold-out check and a "
         "learned prior; adds about a minute per 256x256 slice on 2 CPU cores). Optional "
-        "settings: rank, levels, steps, lr, sigma_max_data, sigma_min_data, tv, patience "
-        "(docs/priors.md)",
+        "settings: rank, levels, steps, lr, sigma_max_data, sigma_min_data, tv, patience, "
+        "scope (slice, or volume: adapt once per file, on its middle slice, for all its "
+        "slices) (docs/priors.md)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same numbers")
     p.add_argument(

@@ -16,6 +16,7 @@ only parse their input into a job and call it:
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ import torch
 
 from diffrecon import metrics
 from diffrecon._version import __version__
-from diffrecon.adapt import AdaptReport, AdaptSettings, adapt_prior
+from diffrecon.adapt import AdaptReport, AdaptSettings, SharedAdaptation, adapt_prior
 from diffrecon.api import Posterior, posterior_from_draws, reconstruct
 from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
@@ -40,7 +41,6 @@ from diffrecon.mri.mapsets import choose_maps
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
 from diffrecon.mri.transforms import (
-    crop_target,
     evaluation_view,
     read_slice,
     remove_readout_oversampling,
@@ -117,7 +117,10 @@ class ReconstructionJob:
     ``adapt``: adapt the prior to each slice before drawing (:mod:`diffrecon.adapt`; settings,
     or ``None`` for no adaptation): LoRA adapters fitted to the hold-out check's fit
     samples, stopped by the held-out ones; needs ``holdout`` and a learned prior. The
-    report is recorded per slice with the hold-out's.
+    report is recorded per slice with the hold-out's. With ``adapt.scope == "volume"`` the
+    prior is adapted once, on the middle selected slice (:meth:`adapt_volume`), and every
+    slice draws with it; ``shared_adaptation``: that adaptation when the caller already
+    has it (a batch adapts once per file and hands it to every slice's job).
     ``spread_priors``: more priors that share the draws with ``prior`` (names, paths or
     denoisers, or ``"adapted"``: ``prior`` adapted to each slice, which needs ``adapt``;
     ``prior`` itself then draws with its base network). The ``draws`` are split among them
@@ -156,6 +159,7 @@ class ReconstructionJob:
     precision: str | None = None
     adapt: AdaptSettings | None = None
     spread_priors: tuple[Any, ...] = ()
+    shared_adaptation: SharedAdaptation | None = None
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -521,8 +525,11 @@ class ReconstructionJob:
         scoring, choice = prepared, None
         if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
             scoring, prepared, choice = choose_maps(prepared, split)
-        report = None
-        if self.adapt is not None:
+        report, shared = None, None
+        if self.adapt is not None and self.adapt.scope == "volume":
+            shared = self.volume_adaptation()
+            prior = self._shared_prior(prior, shared)
+        elif self.adapt is not None:
             prior, report = self.adapt_to(scoring, split, prior, tau)
         fit = split.restrict(scoring)
         post = reconstruct(
@@ -554,6 +561,14 @@ class ReconstructionJob:
                 "adapt_seconds": report.seconds,
                 "adapt_reason": report.reason,
             }
+        if shared is not None:  # its cost was paid once, on the slice it was fitted on
+            maps |= {
+                "adapted": shared.accepted,
+                "adapt_level": shared.kept_level,
+                "adapt_seconds": 0.0,
+                "adapt_reason": f"shared by the volume: adapted once on slice {shared.slice} "
+                f"({shared.seconds:.1f} s); {shared.reason}",
+            }
         evidence = evidence_maps(scoring, prepared, split, found.l1_lambda)
         # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
         found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
@@ -567,6 +582,64 @@ class ReconstructionJob:
             return [prior]
         first = self.load_prior() if ADAPTED in self.spread_priors else prior
         return [first, *(prior if p == ADAPTED else p for p in self.spread_priors)]
+
+    def volume_adaptation(self) -> SharedAdaptation:
+        """The volume's one adaptation: ``shared_adaptation``, else :meth:`adapt_volume`
+        (once per job)."""
+        if self.shared_adaptation is None:
+            self.shared_adaptation = self.adapt_volume()
+        return self.shared_adaptation
+
+    def adapt_volume(self, index: int | None = None) -> SharedAdaptation:
+        """Adapt the prior once for the whole volume, on slice ``index`` (default: the
+        middle selected slice), as :meth:`validate_slice` would for that slice alone (the
+        coil-map choice first, then the adaptation on its fit samples, stopped by its
+        held-out ones)."""
+        assert self.adapt is not None
+        if index is None:
+            index = self.slice_indices[len(self.slice_indices) // 2]
+        prior = self.load_prior()
+        prepared = self.prepare(index)
+        split = None
+        if prepared.noise_std > 0:
+            split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
+        if split is None:
+            why = "no noise level" if not prepared.noise_std > 0 else "too few lines to hold out"
+            key = self.adaptation_key(index)
+            return SharedAdaptation(index, False, None, 0.0, f"not adapted: {why}", None, key)
+        tau = max(prepared.noise_std, self.preset.noise_floor)
+        scoring = prepared
+        if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
+            scoring, _, _ = choose_maps(prepared, split)
+        _, report = self.adapt_to(scoring, split, prior, tau)
+        return SharedAdaptation.of_report(index, report, self.adaptation_key(index))
+
+    def adaptation_key(self, index: int) -> str:
+        """What a volume's one adaptation depends on: the adaptation settings, the prior, the
+        seed, the hold-out split and the slice it is fitted on (a resumed run reuses a saved
+        adaptation only when these match)."""
+        assert self.adapt is not None
+        self.load_prior()  # its name, as a run records it
+        return json.dumps(
+            {
+                "adapt": dataclasses.asdict(self.adapt),
+                "prior": self.prior_name,
+                "precision": self.precision,
+                "seed": self.seed,
+                "holdout_fraction": self.holdout_fraction,
+                "slice": index,
+            },
+            sort_keys=True,
+        )
+
+    def _shared_prior(self, prior: Any, shared: SharedAdaptation) -> Any:
+        """``prior`` with the volume's adapters (rebuilt once per job)."""
+        assert self.adapt is not None
+        cached = self.__dict__.get("_shared_built")
+        if cached is None or cached[0] is not shared or cached[1] is not prior:
+            cached = (shared, prior, shared.prior(prior, self.adapt.rank))
+            self.__dict__["_shared_built"] = cached
+        return cached[2]
 
     def adapt_to(
         self, prepared: PreparedSlice, split: HoldoutSplit, prior: Any, tau: float
@@ -694,9 +767,8 @@ class ReconstructionJob:
         targets = [self.input.target(i) for i in indices]
         if not targets or any(t is None for t in targets):
             return {}
-        tgt = np.stack([crop_target(t, recon.shape[-2:]) for t in targets])
         tgt, recon, *zf = evaluation_view(
-            tgt, recon, *([] if zero_filled is None else [zero_filled])
+            np.stack(targets), recon, *([] if zero_filled is None else [zero_filled])
         )
         out = metrics.evaluate(tgt, recon)
         if zf:

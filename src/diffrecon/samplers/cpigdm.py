@@ -23,7 +23,13 @@ stiff linear part disappears and one Euler step is
 with the five ``Phi`` coefficients integrated by adaptive quadrature once per schedule
 (cached). Sampling starts from ``a H^+ y + s z`` at the first level and returns ``x / a`` at
 the last. Path ``"vp"`` is C-ΠGDM, path ``"rf"`` (rectified flow) is C-ΠGFM; with a flow
-model wrap it in :class:`~diffrecon.priors.FlowMatchingDenoiser` first.
+model wrap it in :class:`~diffrecon.priors.FlowMatchingDenoiser` first. The authors' flow
+code (``ConjugateV2``) writes its guidance weight as ``w tau (1 - tau)`` in velocity units
+and flow time ``tau = 1 - t``: that is this ODE (``w r_t^2 a_t^2`` turns ΠGDM's velocity
+weight ``((1 - tau)^2 + tau^2) / (tau (1 - tau))`` into it), checked against the reference
+ODE in the tests. Their noisy VP sampler (``NoisyConjugatePGDMSampler``) instead adds a
+first-order ``sigma_y^2`` correction ``c3 H^+ H^+T`` to ``A_t``; the noisy case here is
+exact where ``A A^H = c I`` and is not that sampler.
 
 Notation map: ``w`` -> ``w``, ``lambda`` -> ``lam``, ``sigma_y`` -> ``noise_std``, times
 ``t_n`` <- ``sigmas`` (VE levels, ``t = path.time(sigma)``; zeros are dropped). Each step is
