@@ -293,7 +293,8 @@ def apply_adapters(prior: LearnedPrior, rank: int, adapters: list[torch.Tensor])
     if not isinstance(prior, LearnedPrior):
         raise ValueError(f"adapters need a learned prior (a network); got {type(prior).__name__}")
     dev = next(prior.net.parameters()).device
-    adapted = with_lora(prior, rank)
+    # the initial adapters are overwritten: a fixed generator leaves torch's global one alone
+    adapted = with_lora(prior, rank, generator=torch.Generator().manual_seed(0))
     params = lora_parameters(adapted.net)
     if len(params) != len(adapters) or any(
         p.shape != t.shape for p, t in zip(params, adapters, strict=False)

@@ -420,11 +420,13 @@ def _close_quietly(client: Any, cluster: Any) -> None:
 
 
 def _run_local(plan, idx, settings, retries, figures, failed, on_slice, on_step=None) -> None:
-    steps = {} if on_step is None else {"on_step": on_step}
+    extra = {} if on_step is None else {"on_step": on_step}
+    if plan.shared is not None:
+        extra["shared"] = plan.shared
     for attempt in range(retries + 1):
         try:
             figures[(plan.input, idx)] = run_slice_task(
-                str(plan.input), settings, idx, str(plan.part(idx)), shared=plan.shared, **steps
+                str(plan.input), settings, idx, str(plan.part(idx)), **extra
             )
             failed.pop((plan.input, idx), None)
             break
@@ -449,7 +451,7 @@ def _run_dask(client, tasks, settings, retries, figures, failed, on_slice) -> No
             settings,
             idx,
             str(plan.part(idx)),
-            shared=plan.shared,
+            **({} if plan.shared is None else {"shared": plan.shared}),
             retries=retries,
             pure=False,
             key=f"slice-{plan.input.name}-{idx}-{time.time_ns()}",
