@@ -16,6 +16,7 @@ only parse their input into a job and call it:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import numbers
 import time
@@ -66,6 +67,12 @@ __all__ = ["ArrayInput", "ReconstructionJob", "check_device", "reconstruct_kspac
 def _name_of(prior: Any) -> str:
     p = prior
     return str(p) if isinstance(p, str | Path) else str(getattr(p, "name", type(p).__name__))
+
+
+def _digest(array: np.ndarray) -> str:
+    """A short content hash of ``array`` (what a saved adaptation was made with)."""
+    a = np.ascontiguousarray(array)
+    return hashlib.sha1(str((a.dtype, a.shape)).encode() + a.tobytes()).hexdigest()[:16]
 
 
 def check_device(device: str | torch.device) -> None:
@@ -432,9 +439,7 @@ class ReconstructionJob:
         prepared = self.prepare(index) if prepared is None else prepared
         level = self.interval_level_used
         keep = self.keep_draws or bool(self.quantile_levels)
-        # the preset's floor (1% of the image scale by default): an underestimated noise
-        # level would make the likelihood (and DAPS's Langevin step) needlessly sharp
-        tau = max(prepared.noise_std, self.preset.noise_floor)
+        tau = self.tau(prepared)
 
         validation: Validation | None = None
 
@@ -516,19 +521,15 @@ class ReconstructionJob:
         (None) when it is off, without a noise level, or when too few lines can be held
         out."""
         prior = self.load_prior()
-        if not self.holdout or not prepared.noise_std > 0:
-            return None, prepared, prior, None
-        split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
-        if split is None:
+        split = self.split_of(prepared) if self.holdout else "no hold-out check"
+        if isinstance(split, str):
             return None, prepared, prior, None
         t0 = time.perf_counter()
-        scoring, choice = prepared, None
-        if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
-            scoring, prepared, choice = choose_maps(prepared, split)
+        scoring, prepared, choice = self.maps_choice(prepared, split)
         report, shared = None, None
         if self.adapt is not None and self.adapt.scope == "volume":
             shared = self.volume_adaptation()
-            prior = self._shared_prior(prior, shared)
+            prior = self.shared_prior
         elif self.adapt is not None:
             prior, report = self.adapt_to(scoring, split, prior, tau)
         fit = split.restrict(scoring)
@@ -598,48 +599,72 @@ class ReconstructionJob:
         assert self.adapt is not None
         if index is None:
             index = self.slice_indices[len(self.slice_indices) // 2]
-        prior = self.load_prior()
         prepared = self.prepare(index)
-        split = None
-        if prepared.noise_std > 0:
-            split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
-        if split is None:
-            why = "no noise level" if not prepared.noise_std > 0 else "too few lines to hold out"
-            key = self.adaptation_key(index)
-            return SharedAdaptation(index, False, None, 0.0, f"not adapted: {why}", None, key)
-        tau = max(prepared.noise_std, self.preset.noise_floor)
-        scoring = prepared
+        split = self.split_of(prepared)
+        key = self.adaptation_key(index)
+        if isinstance(split, str):
+            return SharedAdaptation(index, False, None, 0.0, f"not adapted: {split}", None, key)
+        scoring, _, _ = self.maps_choice(prepared, split)
+        _, report = self.adapt_to(scoring, split, self.load_prior(), self.tau(prepared))
+        return SharedAdaptation.of_report(index, report, key)
+
+    def tau(self, prepared: PreparedSlice) -> float:
+        """The likelihood's noise level for ``prepared``: its noise estimate, at least the
+        preset's floor (1% of the image scale by default: an underestimated noise level
+        would make the likelihood, and DAPS's Langevin step, needlessly sharp)."""
+        return max(prepared.noise_std, self.preset.noise_floor)
+
+    def split_of(self, prepared: PreparedSlice) -> HoldoutSplit | str:
+        """The run's hold-out split of ``prepared``'s samples, or why there is none."""
+        if not prepared.noise_std > 0:
+            return "no noise level"
+        split = holdout_split(prepared.mask, self.seed, self.holdout_fraction)
+        return "too few lines to hold out" if split is None else split
+
+    @staticmethod
+    def maps_choice(
+        prepared: PreparedSlice, split: HoldoutSplit
+    ) -> tuple[PreparedSlice, PreparedSlice, Any]:
+        """``(scoring, prepared, choice)``: with ESPIRiT maps, the variant the hold-out
+        chooses (:func:`~diffrecon.mri.mapsets.choose_maps`: the slice it scores on, the
+        slice rebuilt from all the samples, the choice); otherwise ``prepared`` twice and
+        ``None``."""
         if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
-            scoring, _, _ = choose_maps(prepared, split)
-        _, report = self.adapt_to(scoring, split, prior, tau)
-        return SharedAdaptation.of_report(index, report, self.adaptation_key(index))
+            return choose_maps(prepared, split)
+        return prepared, prepared, None
 
     def adaptation_key(self, index: int) -> str:
-        """What a volume's one adaptation depends on: the adaptation settings, the prior, the
-        seed, the hold-out split and the slice it is fitted on (a resumed run reuses a saved
-        adaptation only when these match)."""
+        """What a volume's one adaptation depends on (a resumed run reuses a saved one only
+        when it matches): the run's calibration key (prior, preset and its settings, mask
+        request, draws, version, adaptation settings), the precision, the seed and hold-out
+        share, the noise level given, the mask and coil maps as used (content hashes) and
+        the slice it is fitted on."""
         assert self.adapt is not None
         self.load_prior()  # its name, as a run records it
+        record = self.record
+        maps = self.user_maps
         return json.dumps(
             {
-                "adapt": dataclasses.asdict(self.adapt),
-                "prior": self.prior_name,
-                "precision": self.precision,
+                **record.calibration_key(),
+                "precision": record.precision,
                 "seed": self.seed,
                 "holdout_fraction": self.holdout_fraction,
+                "noise_std": self.noise_std,
+                "mask": _digest(self.sampling_mask.numpy()),
+                "maps": None if maps is None else _digest(maps),
+                "crop_readout": self.crop_readout,
                 "slice": index,
             },
             sort_keys=True,
+            default=str,
         )
 
-    def _shared_prior(self, prior: Any, shared: SharedAdaptation) -> Any:
-        """``prior`` with the volume's adapters (rebuilt once per job)."""
+    @cached_property
+    def shared_prior(self) -> Any:
+        """The prior with the volume's one adaptation (:meth:`volume_adaptation`), built once
+        per job."""
         assert self.adapt is not None
-        cached = self.__dict__.get("_shared_built")
-        if cached is None or cached[0] is not shared or cached[1] is not prior:
-            cached = (shared, prior, shared.prior(prior, self.adapt.rank))
-            self.__dict__["_shared_built"] = cached
-        return cached[2]
+        return self.volume_adaptation().prior(self.load_prior(), self.adapt.rank)
 
     def adapt_to(
         self, prepared: PreparedSlice, split: HoldoutSplit, prior: Any, tau: float

@@ -69,7 +69,9 @@ def collapsed_maps(
     them (they come from the ACS alone, the same for the fit samples and all of them)."""
     if prepared.calib_region is None:
         raise ValueError("two-set maps need the calibration region ESPIRiT used")
-    vecs, eig = espirit_sets(prepared.y[0], prepared.calib_region) if sets is None else sets
+    if sets is None:
+        sets = espirit_sets(prepared.y[0], prepared.calib_region, noise_std=prepared.noise_std)
+    vecs, eig = sets
     weighted = vecs * eig[:, None].pow(power).to(vecs.dtype)
     op = SoftSENSE(weighted, prepared.mask)
     x = l1_wavelet_fista(op, prepared.y, lam, iters=iters)[0]  # (2 * sets, H, W)
@@ -119,7 +121,11 @@ def choose_maps(
     lams = {MAP_VARIANTS[0]: lam0}
     scoring = {MAP_VARIANTS[0]: prepared}
     # the held-out lines lie outside the ACS: one eigendecomposition serves every solve
-    sets = espirit_sets(prepared.y[0], prepared.calib_region) if prepared.calib_region else None
+    sets = (
+        espirit_sets(prepared.y[0], prepared.calib_region, noise_std=prepared.noise_std)
+        if prepared.calib_region
+        else None
+    )
     for variant in MAP_VARIANTS[1:]:
         maps = collapsed_maps(fit, _power(variant), lam0, sets=sets)
         candidate = with_maps(prepared, maps, prepared.maps_source)

@@ -206,15 +206,18 @@ def prepare_slice(
     # not the prior alone, decide them (cropped maps leave them in A's null space)
     espirit = maps is None
     maps_source = "user"
+    sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
     if espirit and calib_kspace is not None and mask.ndim == 1 and not square:
         full = np.asarray(calib_kspace, dtype=np.complex64)
         m_full = np.broadcast_to(mask.numpy(), full.shape[-2:])
         full_region = _acs_region(m_full, calib_width)
-        full_maps = espirit_maps(np.where(m_full, full, 0) / scale, region=full_region, crop=0.0)
+        full_maps = espirit_maps(
+            np.where(m_full, full, 0) / scale, region=full_region, crop=0.0, noise_std=sigma
+        )
         maps = center_crop(full_maps, (h, w)).contiguous()
         maps_source = _espirit_source(full_region, f"readout {full.shape[-2]} cropped to {h}, ")
     elif espirit:
-        maps = espirit_maps(y_s, region=region, crop=0.0)
+        maps = espirit_maps(y_s, region=region, crop=0.0, noise_std=sigma)
         maps_source = _espirit_source(region)
     else:
         maps = torch.as_tensor(np.asarray(maps, dtype=np.complex64))
@@ -233,7 +236,6 @@ def prepare_slice(
     support = power > 1e-6 * float(power.max())
     if not bool(support.any()):
         raise ValueError("the coil maps are zero everywhere")
-    sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
     return PreparedSlice(
         operator=op,
         y=y_t,

@@ -48,6 +48,7 @@ def l1_wavelet_fista(
     iters: int = 100,
     support: torch.Tensor | None = None,
     lipschitz: float | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Minimise ``1/2 ||A x - y||^2 + lam' ||W x||_1 + mu/2 ||x - anchor||^2`` with
     ``lam' = lam * max|A^H y|``; returns ``(B, 2, H, W)`` (``B`` from the anchor, else 1).
@@ -55,13 +56,14 @@ def l1_wavelet_fista(
     ``y``: ``(1, coils, H, W)`` (shared by the batch); ``anchor``: ``(B, 2, H, W)``, needed
     when ``mu > 0`` and the start otherwise (default ``A^H y``); ``support``: ``(H, W)``
     bool, the image is zero outside it; ``lipschitz``: ``||A||^2`` when known (else
-    estimated by power iteration)."""
+    estimated by power iteration); ``start``: the first iterate ``(B, 2, H, W)`` (default:
+    the anchor, else ``A^H y``)."""
     if lam < 0 or mu < 0:
         raise ValueError(f"lam and mu must be >= 0, got {lam} and {mu}")
     if mu > 0 and anchor is None:
         raise ValueError("mu > 0 pulls toward an anchor: give one")
     zf = op.adjoint(y)
-    x0 = zf if anchor is None else anchor.to(zf.dtype)
+    x0 = (start if start is not None else zf if anchor is None else anchor).to(zf.dtype)
     b, _, h, w = x0.shape
     m = 2**LEVELS
     ph, pw = _pad_amount(h, m), _pad_amount(w, m)
