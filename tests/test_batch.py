@@ -134,6 +134,22 @@ def test_volume_adaptation_runs_once_per_file_and_a_resume_reuses_it(
     )
     reasons = json.loads(read_results(out / "f0.h5").attrs["holdout_adapt_reason"])
     assert all(r.startswith("shared by the volume: adapted once on slice 1") for r in reasons)
+    # a finished file is not extended nor cut by a resume with another selection: refused
+    with pytest.raises(ValueError, match=r"holds slices \[0, 1\] and this run selects \[0\]"):
+        reconstruct_files([folder / "f0.h5"], out, resume=True, **settings, slices="0")
+    # a resume that changes the selection keeps the volume's one adaptation (fitted on the
+    # first run's middle slice), so the volume is not drawn under two priors
+    simulate_fastmri(tmp_path / "three" / "v.h5", slices=(100, 104, 108), size=(40, 32), coils=4)
+    vol, part = tmp_path / "three" / "v.h5", tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        reconstruct_files([vol], part, on_slice=interrupt, **settings)
+    assert len(calls) == 4
+    assert SharedAdaptation.load(part / ".v.h5.parts" / "adaptation.pt").slice == 1
+    rows = reconstruct_files([vol], part, resume=True, **settings, slices="1,2")
+    assert rows[0]["status"] == "done" and len(calls) == 4  # middle now 2: not adapted again
+    reasons = json.loads(read_results(part / "v.h5").attrs["holdout_adapt_reason"])
+    assert len(reasons) == 2
+    assert all(r.startswith("shared by the volume: adapted once on slice 1") for r in reasons)
 
 
 def test_a_truncated_part_is_redone_and_a_full_disk_fails_one_file(

@@ -168,6 +168,7 @@ def plan_files(
     calibration file), no existing output (result file, with ``nifti`` its NIfTI mean)
     replaced unless ``overwrite``."""
     from diffrecon.io.nifti import nifti_path
+    from diffrecon.io.results import read_slice_indices
 
     plans = []
     read = [*inputs, settings.get("maps"), *also_read]
@@ -181,6 +182,13 @@ def plan_files(
             job.check_input()
             plan.slices = list(job.slice_indices)
             if output.exists() and resume and _readable(output):
+                held = read_slice_indices(output)
+                if held != plan.slices:  # skipping it would return fewer slices than asked
+                    raise ValueError(
+                        f"{output} holds slices {_span(held)} and this run selects "
+                        f"{_span(plan.slices)}: --resume does not change a finished file; "
+                        "pass --overwrite to redo it, or write to another folder"
+                    )
                 plan.status = "skipped (done)"
             elif output.exists() and not (overwrite or resume):
                 raise ValueError(f"{output} exists: pass --overwrite or --resume")
@@ -197,6 +205,12 @@ def plan_files(
             plan.error, plan.status = str(err), "refused"
         plans.append(plan)
     return plans
+
+
+def _span(indices: Sequence[int]) -> str:
+    """Slice indices for a message: all of a few, else the first and last few."""
+    idx = list(indices)
+    return str(idx) if len(idx) <= 8 else f"[{idx[0]}, {idx[1]}, ..., {idx[-1]}] ({len(idx)})"
 
 
 def _readable(path: Path) -> bool:

@@ -46,7 +46,15 @@ from diffrecon.mri.transforms import (
     read_slice,
     remove_readout_oversampling,
 )
-from diffrecon.mri.validation import FINISHES, Validation, hybrid_draws, validate
+from diffrecon.mri.validation import (
+    FINISHES,
+    Validation,
+    hybrid_draws,
+    l1_image,
+    lipschitz,
+    tune_l1,
+    validate,
+)
 from diffrecon.priors.learned import PRECISIONS, LearnedPrior
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
@@ -486,7 +494,8 @@ class ReconstructionJob:
             if hybrid:  # every draw finished alike, so their spread survives
                 assert validation is not None and post.draws is not None
                 lam, mu = validation.l1_lambda, float(validation.mu)
-                finished = hybrid_draws(prepared, post.draws, lam, mu)
+                start = None if evidence is None else evidence.get("l1_complex")
+                finished = hybrid_draws(prepared, post.draws, lam, mu, centre=start)
                 post = posterior_from_draws(finished, post.record)
             result = summary(post, True)
         except NonFiniteStdError as err:
@@ -548,8 +557,18 @@ class ReconstructionJob:
             support=fit.support,
         )
         assert post.draws is not None
-        l1 = None if choice is None else (choice.l1_lambda, choice.scores[choice.variant])
-        found = validate(scoring, split, fit, post.draws, self.draws, self.finish, l1=l1)
+        # the self-tuned L1 (weight, score) and its images, solved once for the check, the
+        # hybrid finish and the evidence maps
+        norm = lipschitz(fit)
+        l1 = (
+            tune_l1(scoring, split, fit, norm)
+            if choice is None
+            else (choice.l1_lambda, choice.scores[choice.variant])
+        )
+        x_fit, x_final = l1_image(fit, l1[0], norm), l1_image(prepared, l1[0])
+        found = validate(
+            scoring, split, fit, post.draws, self.draws, self.finish, l1=l1, centre=x_fit, norm=norm
+        )
         maps = (
             {}
             if choice is None
@@ -570,7 +589,10 @@ class ReconstructionJob:
                 "adapt_reason": f"shared by the volume: adapted once on slice {shared.slice} "
                 f"({shared.seconds:.1f} s); {shared.reason}",
             }
-        evidence = evidence_maps(scoring, prepared, split, found.l1_lambda)
+        evidence = evidence_maps(
+            scoring, prepared, split, found.l1_lambda, x_final=x_final, x_fit=x_fit
+        )
+        evidence["l1_complex"] = x_final  # the hybrid finish starts from it
         # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
         found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
         return found, prepared, prior, evidence

@@ -36,3 +36,21 @@ def test_the_holdout_residual_lights_up_where_only_the_held_out_lines_disagree()
     truth = np.abs(img.numpy()) / prep.scale
     err = np.linalg.norm(clean["l1"].numpy() - truth) / np.linalg.norm(truth)
     assert err < 0.2
+
+
+def test_given_l1_images_are_used_as_they_are():
+    """The hold-out check hands its L1 images over (solved once per slice): the maps are
+    those of the images given, and equal to the maps solved here when they are the same."""
+    from diffrecon.mri.validation import l1_image
+
+    k, maps, _, mask = _noisy_slice(0.01, 3)
+    prep = prepare_slice(k, mask, noise_std=0.01, maps=maps)
+    split = holdout_split(prep.mask, seed=0)
+    x_final, x_fit = l1_image(prep, 1e-3), l1_image(split.restrict(prep), 1e-3)
+    solved = evidence_maps(prep, prep, split, 1e-3)
+    given = evidence_maps(prep, prep, split, 1e-3, x_final=x_final, x_fit=x_fit)
+    for key in ("l1", "holdout_residual"):
+        assert torch.allclose(given[key], solved[key], rtol=1e-4, atol=1e-6)
+    other = evidence_maps(prep, prep, split, 1e-3, x_final=2 * x_final, x_fit=0 * x_fit)
+    assert torch.allclose(other["l1"], 2 * solved["l1"])
+    assert not torch.allclose(other["holdout_residual"], solved["holdout_residual"])

@@ -114,7 +114,8 @@ def test_reference_settings_presets_keep_the_papers_values():
     assert sr.schedule.steps == 5 and sr.schedule.spacing == "vp"
     assert vp.time(sr.schedule.sigma_max) == pytest.approx(0.4, abs=1e-3)
     assert vp.time(sr.schedule.sigma_min) == pytest.approx(1e-3, abs=1e-5)
-    assert resolve("cpigdm-ref-noisy").settings()["w"] == 1.0
+    noisy = resolve("cpigdm-ref-noisy").settings()
+    assert (noisy["w"], noisy["lam"], noisy["noise_model"]) == (1.0, 0.0, "reference")
     flow = resolve("cpigfm-ref")
     # the reference's flow time runs noise -> data: its skip_t 0.6 and lambda 0.2 are our
     # (data -> noise) time 0.4 and lam -0.2 (issue 27)

@@ -202,6 +202,14 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
         return decoded_attrs(f)
 
 
+def read_slice_indices(path: str | Path) -> list[int]:
+    """The input slices a result file holds (its ``slice_indices``), without its images."""
+    with h5py.File(path, "r") as f:
+        if "slice_indices" not in f:
+            raise ValueError(f"{path} has no slice_indices: not a diffrecon result file")
+        return [int(i) for i in f["slice_indices"][()]]
+
+
 def merge_parts(parts: list[Path], out: Path, overwrite: bool = False) -> Path:
     """One result file from one-slice result files (in slice order), written atomically.
 

@@ -39,18 +39,28 @@ def _smooth(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def evidence_maps(
-    scoring: PreparedSlice, final: PreparedSlice, split: HoldoutSplit, lam: float
+    scoring: PreparedSlice,
+    final: PreparedSlice,
+    split: HoldoutSplit,
+    lam: float,
+    *,
+    x_final: torch.Tensor | None = None,
+    x_fit: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{"l1": |L1 image on all samples|, "holdout_residual": smoothed |A_held^H r|}``
     for the hold-out check's ``split`` and L1 weight ``lam`` (``scoring``: the slice with
-    the maps built from the fit samples; ``final``: with the maps from all of them)."""
-    x = l1_wavelet_fista(final.operator, final.y, lam, iters=ITERS, support=final.support)
-    fit = split.restrict(scoring)
-    x_fit = l1_wavelet_fista(fit.operator, fit.y, lam, iters=ITERS, support=fit.support)
+    the maps built from the fit samples; ``final``: with the maps from all of them).
+    ``x_final``, ``x_fit``: those L1 images ``(1, 2, H, W)`` when the caller has solved
+    them already (the hold-out check does)."""
+    if x_final is None:
+        x_final = l1_wavelet_fista(final.operator, final.y, lam, iters=ITERS, support=final.support)
+    if x_fit is None:
+        fit = split.restrict(scoring)
+        x_fit = l1_wavelet_fista(fit.operator, fit.y, lam, iters=ITERS, support=fit.support)
     op_held, y_held = samples_of(scoring, split.held)
     back = op_held.adjoint(y_held - op_held(x_fit.to(y_held.real.dtype)))[0]
     resid = back.pow(2).sum(0).sqrt()
     return {
-        "l1": x[0].pow(2).sum(0).sqrt(),
+        "l1": x_final[0].pow(2).sum(0).sqrt(),
         "holdout_residual": _smooth(resid.double(), RESIDUAL_SMOOTHING).to(resid.dtype),
     }

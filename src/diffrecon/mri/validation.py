@@ -209,6 +209,8 @@ def validate(
     n_final: int,
     finish: str = "auto",
     l1: tuple[float, float] | None = None,
+    centre: torch.Tensor | None = None,
+    norm: float | None = None,
 ) -> Validation:
     """Measure the self-tuned L1 and the raw posterior on the held-out samples
     (``draws_fit``: posterior draws from the fit samples ``fit``; scored as the mean of
@@ -218,17 +220,18 @@ def validate(
     and its hybrids predicts the held-out samples best (a hybrid only beyond
     :data:`MARGIN`); ``"raw"`` always keeps the raw posterior (scores still recorded).
     ``l1``: the self-tuned L1's ``(lam, score)`` when the caller has them
-    (:func:`~diffrecon.mri.mapsets.choose_maps` does)."""
+    (:func:`~diffrecon.mri.mapsets.choose_maps` does); ``centre``: the L1 image of ``fit``
+    at that weight and ``norm``: ``fit``'s :func:`lipschitz`, likewise."""
     if finish not in FINISHES:
         raise ValueError(f"finish must be one of {FINISHES}, got {finish!r}")
     t0 = time.perf_counter()
-    norm = lipschitz(fit)  # one power iteration for the grid and every hybrid
+    norm = lipschitz(fit) if norm is None else norm  # one for the grid and every hybrid
     lam, score_l1 = tune_l1(prepared, split, fit, norm) if l1 is None else l1
     score_raw = holdout_score(prepared, split, draws_fit, n_final)
     guard = guarded(score_raw, score_l1)
     mu, score = None, score_raw
     if finish == "holdout" or (guard and finish == "auto"):
-        centre = l1_image(fit, lam, norm)
+        centre = l1_image(fit, lam, norm) if centre is None else centre
         scores = {
             m: holdout_score(
                 prepared,

@@ -319,7 +319,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # stopped by the discrepancy principle at noise_std (zaps.py docstring: on the exact posterior
 # neither helped; the rest as zaps-20).
 PRESETS["zaps-30"] = {**PRESETS["zaps-20"], "steps": 30, "squared": True, "discrepancy": 1.0}
-PRESETS["cpigdm-ref-noisy"] = {**PRESETS["cpigdm-ref-sr"], "w": 1.0}
+# The reference's noisy sampler (NoisyConjugatePGDMSampler, ncpgdm.yaml: w 1, lam 0); at
+# those settings its sigma_y correction vanishes (cpigdm.py), so it runs as if noiseless.
+PRESETS["cpigdm-ref-noisy"] = {**PRESETS["cpigdm-ref-sr"], "w": 1.0, "noise_model": "reference"}
 # ΠGDM as RED-diff runs it (algos/pgdm.py: guidance J^T H^+ (y - H x0), no r_t^-2, no noise
 # term, started from H^+ y): the baseline of C-ΠGDM's "5 steps match ΠGDM at 20" claim, which
 # is about noiseless problems.
