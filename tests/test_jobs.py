@@ -33,6 +33,7 @@ def _job(path, bundle, **kw):
     [
         ({"sampler": "nope"}, "unknown sampler 'nope'"),
         ({"draws": 0}, "draws must be >= 1"),
+        ({"coil_maps": "sense"}, "--coil-maps must be one of auto, espirit, nlinv"),
         ({"draws": 2.5}, "draws must be an integer"),
         ({"overrides": {"stepz": 3}}, "stepz: not a setting of sampler 'daps'"),
         ({"overrides": {"steps": 0}}, "steps must be an integer >= 1"),
@@ -512,3 +513,37 @@ def test_the_adapted_prior_can_share_the_draws_with_its_base(tiny_kspace_file, t
     assert job.record.priors == [job.record.prior, "adapted"]
     if not res.provenance.validation.adapted:  # refused: base twice, so no disagreement
         assert float(res.std_between.max()) == 0.0
+
+
+def test_coil_maps_auto_keeps_the_maps_whose_posterior_predicts_held_out_k_space_best(
+    tiny_kspace_file, tiny_bundle
+):
+    """``coil_maps="auto"``: fit-sample draws with ESPIRiT's chosen variant and with NLINV's
+    maps are both scored on the held-out samples; the better (beyond the margin) is kept,
+    its draws are the check's, and both scores are recorded. ``"espirit"`` and ``"nlinv"``
+    run one estimator each, without the comparison."""
+    from diffrecon.mri.mapsets import MAP_VARIANTS, MAPS_POSTERIOR_MARGIN
+
+    auto = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw")
+    res = auto.validate().run_slice(1)
+    v = res.provenance.validation
+    assert v.posterior_espirit is not None and v.posterior_nlinv is not None
+    nl = v.posterior_nlinv < v.posterior_espirit * (1 - MAPS_POSTERIOR_MARGIN)
+    assert (v.maps == "nlinv") == nl and res.provenance.maps.startswith("nlinv") == nl
+    assert v.score_posterior == (v.posterior_nlinv if nl else v.posterior_espirit)
+    assert "with NLINV's" in v.describe() and auto.record.coil_maps == "auto"
+    esp = _job(
+        tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw", coil_maps="espirit"
+    )
+    ve = esp.validate().run_slice(1).provenance.validation
+    assert ve.posterior_nlinv is None and ve.maps in MAP_VARIANTS
+    if not nl:  # the same maps and draws as the ESPIRiT-only run
+        assert ve.score_posterior == v.score_posterior
+    only = _job(
+        tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw", coil_maps="nlinv"
+    )
+    out = only.validate().run_slice(1)
+    assert out.provenance.maps.startswith("nlinv") and out.provenance.validation.maps == "nlinv"
+    assert out.provenance.validation.posterior_espirit is None
+    given = _job(tiny_kspace_file, tiny_bundle, maps=out.provenance.maps_used[None].repeat(2, 0))
+    assert given.record.coil_maps is None  # the user's maps: no estimator ran

@@ -46,6 +46,7 @@ class Request:
     device: str = "cpu"
     keep_draws: bool = False
     finish: str = "auto"  # the hold-out check's finish, as the CLI's --finish
+    coil_maps: str = "auto"  # how coil maps are estimated, as the CLI's --coil-maps
     intervals: bool = False  # 90% interval layers (always with a calibration)
     calibration: str = ""  # a calibration.json from `diffrecon calibrate`, or "" for none
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +103,7 @@ class Request:
             seed=self.seed,
             keep_draws=self.keep_draws,
             finish=self.finish,
+            coil_maps=self.coil_maps,
             device=self.device,
             batch_size=self.batch_size,
             calibration=calibration,

@@ -13,6 +13,7 @@ from magicgui import widgets
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from diffrecon.mri.mapsets import COIL_MAPS
 from diffrecon.mri.masks import MASK_KINDS
 from diffrecon.mri.validation import FINISHES
 from diffrecon.priors.checkpoints import FORMATS as PRIOR_FORMATS
@@ -58,6 +59,9 @@ class ReconstructWidget(QWidget):
         self.finish = widgets.ComboBox(
             label="finish (hold-out check)", choices=list(FINISHES), value="auto"
         )
+        self.coil_maps = widgets.ComboBox(
+            label="coil maps (hold-out chooses)", choices=list(COIL_MAPS), value="auto"
+        )
         self.keep = widgets.CheckBox(label="keep draws", value=False)
         self.all_slices = widgets.CheckBox(label="all slices (follow the slider)", value=False)
         self.intervals = widgets.CheckBox(label="90% interval layers", value=False)
@@ -88,6 +92,7 @@ class ReconstructWidget(QWidget):
                 self.seed,
                 self.device,
                 self.finish,
+                self.coil_maps,
                 self.keep,
                 self.all_slices,
                 self.intervals,
@@ -138,6 +143,7 @@ class ReconstructWidget(QWidget):
             device=self.device.value,
             keep_draws=self.keep.value,
             finish=self.finish.value,
+            coil_maps=self.coil_maps.value,
             all_slices=self.all_slices.value,
             intervals=self.intervals.value,
             calibration=_path_or_empty(self.calibration.value),

@@ -17,6 +17,7 @@ from typing import Any
 from diffrecon.io.atomic import check_writable_folder, refuse_overwriting_inputs
 from diffrecon.io.fastmri import MAX_PIXELS
 from diffrecon.mri.holdout import DEFAULT_FRACTION
+from diffrecon.mri.mapsets import COIL_MAPS
 from diffrecon.mri.masks import MASK_KINDS
 from diffrecon.mri.validation import FINISHES
 from diffrecon.priors.bundles import available
@@ -407,6 +408,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "always chooses raw or hybrid; raw: the raw posterior (still checked)",
     )
     p.add_argument(
+        "--coil-maps",
+        choices=list(COIL_MAPS),
+        default="auto",
+        help="how coil maps are estimated when --maps is not given: auto: ESPIRiT's best "
+        "variant and NLINV's joint fit both get a short posterior run on the fit samples and "
+        "the better predictor of the held-out k-space is kept (ESPIRiT without a hold-out); "
+        "espirit: ESPIRiT's variants only (chosen on an L1 image); nlinv: NLINV's only",
+    )
+    p.add_argument(
         "--holdout-fraction",
         type=float,
         default=DEFAULT_FRACTION,
@@ -455,6 +465,7 @@ def _job_settings(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         holdout=not args.no_holdout,
         holdout_fraction=args.holdout_fraction,
         finish=args.finish,
+        coil_maps=args.coil_maps,
         precision=args.precision,
         adapt=None if args.adapt is None else AdaptSettings.parse(args.adapt),
         max_pixels=args.max_pixels,

@@ -37,8 +37,20 @@ from diffrecon.complex import magnitude
 from diffrecon.io.arrays import ArrayInput, as_kspace, read_maps
 from diffrecon.io.fastmri import MAX_PIXELS, FastMRIFile, open_fastmri, parse_slices
 from diffrecon.mri.evidence import evidence_maps
-from diffrecon.mri.holdout import DEFAULT_FRACTION, HoldoutSplit, holdout_split, samples_of
-from diffrecon.mri.mapsets import choose_maps
+from diffrecon.mri.holdout import (
+    DEFAULT_FRACTION,
+    HoldoutSplit,
+    holdout_score,
+    holdout_split,
+    samples_of,
+)
+from diffrecon.mri.mapsets import (
+    COIL_MAPS,
+    MAPS_POSTERIOR_MARGIN,
+    choose_maps,
+    nlinv_candidate,
+    with_nlinv_maps,
+)
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
 from diffrecon.mri.preprocess import PreparedSlice, prepare_slice
 from diffrecon.mri.transforms import (
@@ -175,6 +187,7 @@ class ReconstructionJob:
     adapt: AdaptSettings | None = None
     spread_priors: tuple[Any, ...] = ()
     shared_adaptation: SharedAdaptation | None = None
+    coil_maps: str = "auto"
     mask_used: str = field(default="", init=False, repr=False)  # set with sampling_mask
 
     @classmethod
@@ -287,6 +300,10 @@ class ReconstructionJob:
         self.preset.check_kind(linear=True, scalar_gram=False, noisy=noisy, exact_pinv=False)
         if self.finish not in FINISHES:
             raise ValueError(f"--finish must be one of {', '.join(FINISHES)}, got {self.finish!r}")
+        if self.coil_maps not in COIL_MAPS:
+            raise ValueError(
+                f"--coil-maps must be one of {', '.join(COIL_MAPS)}, got {self.coil_maps!r}"
+            )
         if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(
                 f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
@@ -424,7 +441,9 @@ class ReconstructionJob:
         maps = self.maps_for(index)
         crop = self.input.readout_crop if self.crop_readout else None
         common = dict(noise_std=self.noise_std, out_size=self.input.recon_size)
-        if crop is None or maps is not None:
+        if self.coil_maps == "nlinv":  # fitted to the samples the sampler sees
+            common["coil_maps"] = "nlinv"
+        if crop is None or maps is not None or self.coil_maps == "nlinv":
             return prepare_slice(self.read_kspace(index), self.sampling_mask, maps=maps, **common)
         # ESPIRiT calibrates on the whole acquired readout; the sampler sees the crop
         full = self.input.kspace(index)
@@ -523,7 +542,10 @@ class ReconstructionJob:
         (:func:`~diffrecon.mri.evidence.evidence_maps`, for the uncertainty score). With
         ESPIRiT maps the hold-out first chooses the coil-map variant
         (:func:`~diffrecon.mri.mapsets.choose_maps`; the slice returned carries it, rebuilt
-        from all the samples). With ``adapt`` the prior is then adapted to the slice
+        from all the samples); with ``coil_maps="auto"`` that variant then meets NLINV's
+        maps: fit-sample draws with each are scored on the held-out samples and the better
+        predictor (beyond :data:`~diffrecon.mri.mapsets.MAPS_POSTERIOR_MARGIN`) is kept,
+        with its draws. With ``adapt`` the prior is then adapted to the slice
         (:meth:`adapt_to`). Then draws from the fit samples only (a quarter of the
         run's, 2 to 4: two at least, so the score can be corrected to the run's draw
         count), scored against the self-tuned L1 and, where needed, the hybrids. No check
@@ -539,24 +561,27 @@ class ReconstructionJob:
         if self.adapt is not None and self.adapt.scope == "volume":
             shared = self.volume_adaptation()
             prior = self.shared_prior
-        elif self.adapt is not None:
+        post, by_posterior, espirit = None, {}, choice
+        if self.coil_maps == "auto" and choice is not None:
+            # ESPIRiT's best variant against NLINV, by the posterior's held-out score
+            nl_scoring, nl_final = nlinv_candidate(prepared, split)
+            draws_e = self.fit_draws(scoring, split, prior, tau, on_step)
+            draws_n = self.fit_draws(nl_scoring, split, prior, tau, on_step)
+            by_posterior = {
+                "posterior_espirit": holdout_score(scoring, split, draws_e, self.draws),
+                "posterior_nlinv": holdout_score(nl_scoring, split, draws_n, self.draws),
+            }
+            post = draws_e
+            if by_posterior["posterior_nlinv"] < by_posterior["posterior_espirit"] * (
+                1 - MAPS_POSTERIOR_MARGIN
+            ):
+                scoring, prepared, choice, post = nl_scoring, nl_final, None, draws_n
+        if self.adapt is not None and self.adapt.scope != "volume":
             prior, report = self.adapt_to(scoring, split, prior, tau)
+            post = None  # drawn again with the adapted prior
         fit = split.restrict(scoring)
-        post = reconstruct(
-            fit.y,
-            fit.operator,
-            prior,
-            sampler=self.preset,
-            draws=min(4, max(2, self.draws // 4)),
-            noise_std=tau,
-            seed=(self.seed + 1) % 2**63,  # not the final run's first draws
-            device=self.device,
-            batch_size=self.batch_size,
-            keep_draws=True,
-            callback=on_step,
-            support=fit.support,
-        )
-        assert post.draws is not None
+        if post is None:
+            post = self.fit_draws(scoring, split, prior, tau, on_step)
         # the self-tuned L1 (weight, score) and its images, solved once for the check, the
         # hybrid finish and the evidence maps
         norm = lipschitz(fit)
@@ -567,13 +592,16 @@ class ReconstructionJob:
         )
         x_fit, x_final = l1_image(fit, l1[0], norm), l1_image(prepared, l1[0])
         found = validate(
-            scoring, split, fit, post.draws, self.draws, self.finish, l1=l1, centre=x_fit, norm=norm
+            scoring, split, fit, post, self.draws, self.finish, l1=l1, centre=x_fit, norm=norm
         )
         maps = (
             {}
-            if choice is None
-            else {"maps": choice.variant, "score_espirit": choice.scores["espirit"]}
+            if espirit is None
+            else {"maps": espirit.variant, "score_espirit": espirit.scores["espirit"]}
         )
+        if choice is None and prepared.maps_source.startswith("nlinv"):
+            maps["maps"] = "nlinv"
+        maps |= by_posterior
         if report is not None:
             maps |= {
                 "adapted": report.accepted,
@@ -596,6 +624,35 @@ class ReconstructionJob:
         # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
         found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
         return found, prepared, prior, evidence
+
+    def fit_draws(
+        self,
+        scoring: PreparedSlice,
+        split: HoldoutSplit,
+        prior: Any,
+        tau: float,
+        on_step: Callable[[StepState], None] | None = None,
+    ) -> torch.Tensor:
+        """The hold-out check's posterior draws ``(n, 2, H, W)`` from the fit samples of
+        ``scoring`` alone (a quarter of the run's draws, 2 to 4: two at least, so the score
+        can be corrected to the run's draw count)."""
+        fit = split.restrict(scoring)
+        post = reconstruct(
+            fit.y,
+            fit.operator,
+            prior,
+            sampler=self.preset,
+            draws=min(4, max(2, self.draws // 4)),
+            noise_std=tau,
+            seed=(self.seed + 1) % 2**63,  # not the final run's first draws
+            device=self.device,
+            batch_size=self.batch_size,
+            keep_draws=True,
+            callback=on_step,
+            support=fit.support,
+        )
+        assert post.draws is not None
+        return post.draws
 
     def _members(self, prior: Any) -> list[Any]:
         """The priors that draw for one slice: ``prior`` (from :meth:`validate_slice`,
@@ -649,10 +706,13 @@ class ReconstructionJob:
     ) -> tuple[PreparedSlice, PreparedSlice, Any]:
         """``(scoring, prepared, choice)``: with ESPIRiT maps, the variant the hold-out
         chooses (:func:`~diffrecon.mri.mapsets.choose_maps`: the slice it scores on, the
-        slice rebuilt from all the samples, the choice); otherwise ``prepared`` twice and
-        ``None``."""
+        slice rebuilt from all the samples, the choice); with NLINV maps, the slice with
+        NLINV's maps fitted to the fit samples, ``prepared`` and ``None``; otherwise
+        ``prepared`` twice and ``None``."""
         if prepared.calib_region is not None and prepared.maps_source.startswith("espirit"):
             return choose_maps(prepared, split)
+        if prepared.maps_source.startswith("nlinv"):
+            return with_nlinv_maps(prepared, split), prepared, None
         return prepared, prepared, None
 
     def adaptation_key(self, index: int) -> str:
@@ -857,6 +917,7 @@ class ReconstructionJob:
             std_relative_mc_error=std_mc_error(self.draws),
             holdout_fraction=self.holdout_fraction if self.holdout else None,
             finish=self.finish,
+            coil_maps=None if self.maps is not None else self.coil_maps,
             precision=self.precision or getattr(self.prior, "precision", None),
             adapt=None if self.adapt is None else dataclasses.asdict(self.adapt),
             priors=self.prior_names,

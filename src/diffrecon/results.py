@@ -27,6 +27,7 @@ _CALIBRATION_FIELDS = {
     "draws": "draws",
     "diffrecon_version": "version",
     "finish": "finish",
+    "coil_maps": "coil_maps",
     "adapt": "adapt",
     "priors": "priors",
 }
@@ -66,6 +67,7 @@ class RunRecord:
     std_relative_mc_error: float | None = None  # of a std from `draws` draws (Gaussian)
     holdout_fraction: float | None = None  # k-space held out to validate; None: no check
     finish: str | None = None  # "auto": the hold-out chooses raw or hybrid; "raw"
+    coil_maps: str | None = None  # "auto", "espirit" or "nlinv"; None: the user's maps
     precision: str | None = None  # the network's arithmetic: "float32" or "bfloat16"
     adapt: dict[str, Any] | None = None  # test-time adaptation settings; None: not adapted
     priors: list[str] | None = None  # the priors that shared the draws; None: one prior
@@ -134,6 +136,8 @@ HOLDOUT_ATTRS = (
     "holdout_seconds",
     "holdout_maps",
     "holdout_score_espirit",
+    "holdout_posterior_espirit",
+    "holdout_posterior_nlinv",
     "holdout_adapted",
     "holdout_adapt_level",
     "holdout_adapt_seconds",

@@ -28,6 +28,7 @@ import torch
 
 from diffrecon.mri.coils import espirit_sets, phase_reference
 from diffrecon.mri.holdout import HoldoutSplit
+from diffrecon.mri.nlinv import nlinv
 from diffrecon.mri.preprocess import PreparedSlice
 from diffrecon.mri.sparsity import l1_wavelet_fista
 from diffrecon.mri.validation import L1_GRID, tune_l1
@@ -42,6 +43,12 @@ COLLAPSE_ITERS = 60  # FISTA iterations of the two-set reconstruction
 # PSNR every time (differences of 1.3% and 1.5% still meant +0.5 and +1.9 dB; ties within
 # 0.2% were ties in PSNR too): docs/validation.md
 MAPS_MARGIN = 0.005
+# how a run gets its maps when none are given: ESPIRiT's variants chosen on the L1 image
+# ("espirit"), NLINV's ("nlinv"), or both compared by the posterior on held-out k-space
+COIL_MAPS = ("auto", "espirit", "nlinv")
+# NLINV replaces ESPIRiT's variant when the posterior's held-out score with its maps is this
+# much lower (relative): the run-to-run spread of a few-draw score, as the finish's margin
+MAPS_POSTERIOR_MARGIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -144,3 +151,22 @@ def choose_maps(
         scoring[best] = dataclasses.replace(scoring[best], maps_source=final.maps_source)
     seconds = time.perf_counter() - t0
     return scoring[best], final, MapsChoice(best, scores, lams[best], seconds)
+
+
+def with_nlinv_maps(prepared: PreparedSlice, split: HoldoutSplit | None = None) -> PreparedSlice:
+    """``prepared`` with NLINV maps (:func:`~diffrecon.mri.nlinv.nlinv`) fitted to all its
+    samples, or with ``split`` to its fit samples only (the hold-out check's maps: unlike
+    ESPIRiT's, which come from the ACS alone, NLINV's would otherwise have seen the
+    held-out samples)."""
+    on = prepared if split is None else split.restrict(prepared)
+    found = nlinv(on.y[0], on.mask, prepared.noise_std)
+    source = f"nlinv ({found.steps} steps{'' if split is None else ', fit samples'})"
+    return with_maps(prepared, found.maps.to(prepared.maps.device), source)
+
+
+def nlinv_candidate(
+    prepared: PreparedSlice, split: HoldoutSplit
+) -> tuple[PreparedSlice, PreparedSlice]:
+    """``(scoring, final)``: ``prepared`` with NLINV maps fitted to the fit samples of
+    ``split`` (for the hold-out check) and to all of them (for the reconstruction)."""
+    return with_nlinv_maps(prepared, split), with_nlinv_maps(prepared)

@@ -24,9 +24,12 @@ from diffrecon.mri.coils import (
     espirit_maps,
 )
 from diffrecon.mri.masks import as_mask
+from diffrecon.mri.nlinv import nlinv
 from diffrecon.mri.transforms import center_crop
 from diffrecon.operators.fft import ifft2c
 from diffrecon.operators.mri import MulticoilMRI
+
+COIL_MAP_METHODS = ("espirit", "nlinv")
 
 
 def estimate_noise_std(kspace: np.ndarray, mask: np.ndarray) -> float:
@@ -163,6 +166,7 @@ def prepare_slice(
     maps: Any = None,
     calib_kspace: np.ndarray | None = None,
     out_size: tuple[int, int] | None = None,
+    coil_maps: str = "espirit",
 ) -> PreparedSlice:
     """Preprocess one slice ``(coils, H, W)`` (already readout-cropped) sampled by ``mask``.
 
@@ -173,8 +177,12 @@ def prepare_slice(
     ``calib_kspace``: the same slice before the readout crop ``(coils, H_full, W)``, for a
     column mask: ESPIRiT calibrates there and its maps are centre-cropped to ``H`` (coil
     sensitivities are smooth across the whole acquired field of view, not across the crop,
-    whose edges cut them); ``out_size``: the size results are cropped to.
+    whose edges cut them); ``out_size``: the size results are cropped to; ``coil_maps``:
+    how maps are estimated when none are given, ``"espirit"`` (from the ACS) or
+    ``"nlinv"`` (jointly with the image from every sample, :mod:`diffrecon.mri.nlinv`).
     """
+    if coil_maps not in COIL_MAP_METHODS:
+        raise ValueError(f"coil_maps must be one of {COIL_MAP_METHODS}, got {coil_maps!r}")
     k = np.asarray(kspace, dtype=np.complex64)
     if k.ndim != 3:
         raise ValueError(f"kspace must be (coils, H, W), got {k.shape}")
@@ -204,10 +212,13 @@ def prepare_slice(
     y_s = y / scale
     # uncropped maps (unit norm everywhere): background pixels stay measured, so the data,
     # not the prior alone, decide them (cropped maps leave them in A's null space)
-    espirit = maps is None
+    espirit = maps is None and coil_maps == "espirit"
     maps_source = "user"
     sigma = estimate_noise_std(y_s, m2d) if noise_std is None else noise_std / scale
-    if espirit and calib_kspace is not None and mask.ndim == 1 and not square:
+    if maps is None and coil_maps == "nlinv":
+        found = nlinv(torch.from_numpy(y_s), mask, sigma)
+        maps, maps_source = found.maps, f"nlinv ({found.steps} steps)"
+    elif espirit and calib_kspace is not None and mask.ndim == 1 and not square:
         full = np.asarray(calib_kspace, dtype=np.complex64)
         m_full = np.broadcast_to(mask.numpy(), full.shape[-2:])
         full_region = _acs_region(m_full, calib_width)

@@ -67,6 +67,9 @@ class Validation:
     seconds: float  # what the check cost (the job counts its fit-sample draws in)
     maps: str = "given"  # the coil-map variant the hold-out chose (mri.mapsets), or "given"
     score_espirit: float | None = None  # the self-tuned L1 with one-set ESPIRiT maps
+    # --coil-maps auto: the posterior's score with ESPIRiT's chosen variant and with NLINV
+    posterior_espirit: float | None = None
+    posterior_nlinv: float | None = None
     adapted: bool | None = None  # the prior was adapted to the slice (None: not asked)
     adapt_level: int | None = None  # the adaptation level whose adapters were kept
     adapt_seconds: float | None = None  # what the adaptation cost
@@ -80,7 +83,12 @@ class Validation:
         """One line for summaries and the napari panel."""
         finish = "raw posterior" if self.mu is None else f"hybrid (mu {self.mu:g})"
         maps = ""
-        if self.score_espirit is not None and self.maps != "espirit":
+        if self.posterior_nlinv is not None and self.posterior_espirit is not None:
+            maps = (
+                f"; maps {self.maps} (posterior with ESPIRiT's {self.posterior_espirit:.2f}, "
+                f"with NLINV's {self.posterior_nlinv:.2f})"
+            )
+        elif self.score_espirit is not None and self.maps != "espirit":
             maps = f"; maps {self.maps} (ESPIRiT's L1 {self.score_espirit:.2f})"
         adapt = ""
         if self.adapted is not None:
