@@ -48,7 +48,6 @@ from diffrecon.mri.mapsets import (
     COIL_MAPS,
     MAPS_POSTERIOR_MARGIN,
     choose_maps,
-    nlinv_candidate,
     with_nlinv_maps,
 )
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
@@ -564,7 +563,7 @@ class ReconstructionJob:
         post, by_posterior, espirit = None, {}, choice
         if self.coil_maps == "auto" and choice is not None:
             # ESPIRiT's best variant against NLINV, by the posterior's held-out score
-            nl_scoring, nl_final = nlinv_candidate(prepared, split)
+            nl_scoring = with_nlinv_maps(prepared, split)
             draws_e = self.fit_draws(scoring, split, prior, tau, on_step)
             draws_n = self.fit_draws(nl_scoring, split, prior, tau, on_step)
             by_posterior = {
@@ -575,7 +574,8 @@ class ReconstructionJob:
             if by_posterior["posterior_nlinv"] < by_posterior["posterior_espirit"] * (
                 1 - MAPS_POSTERIOR_MARGIN
             ):
-                scoring, prepared, choice, post = nl_scoring, nl_final, None, draws_n
+                scoring, choice, post = nl_scoring, None, draws_n
+                prepared = with_nlinv_maps(prepared)  # from all the samples, only when kept
         if self.adapt is not None and self.adapt.scope != "volume":
             prior, report = self.adapt_to(scoring, split, prior, tau)
             post = None  # drawn again with the adapted prior

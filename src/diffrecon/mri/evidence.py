@@ -19,7 +19,7 @@ import torch
 
 from diffrecon.mri.holdout import HoldoutSplit, samples_of
 from diffrecon.mri.preprocess import PreparedSlice
-from diffrecon.mri.sparsity import l1_wavelet_fista
+from diffrecon.mri.validation import l1_image
 
 RESIDUAL_SMOOTHING = 2.0  # pixels (Gaussian sigma) of the back-projected residual
 ITERS = 100
@@ -53,10 +53,9 @@ def evidence_maps(
     ``x_final``, ``x_fit``: those L1 images ``(1, 2, H, W)`` when the caller has solved
     them already (the hold-out check does)."""
     if x_final is None:
-        x_final = l1_wavelet_fista(final.operator, final.y, lam, iters=ITERS, support=final.support)
+        x_final = l1_image(final, lam, iters=ITERS)
     if x_fit is None:
-        fit = split.restrict(scoring)
-        x_fit = l1_wavelet_fista(fit.operator, fit.y, lam, iters=ITERS, support=fit.support)
+        x_fit = l1_image(split.restrict(scoring), lam, iters=ITERS)
     op_held, y_held = samples_of(scoring, split.held)
     back = op_held.adjoint(y_held - op_held(x_fit.to(y_held.real.dtype)))[0]
     resid = back.pow(2).sum(0).sqrt()

@@ -162,11 +162,3 @@ def with_nlinv_maps(prepared: PreparedSlice, split: HoldoutSplit | None = None) 
     found = nlinv(on.y[0], on.mask, prepared.noise_std)
     source = f"nlinv ({found.steps} steps{'' if split is None else ', fit samples'})"
     return with_maps(prepared, found.maps.to(prepared.maps.device), source)
-
-
-def nlinv_candidate(
-    prepared: PreparedSlice, split: HoldoutSplit
-) -> tuple[PreparedSlice, PreparedSlice]:
-    """``(scoring, final)``: ``prepared`` with NLINV maps fitted to the fit samples of
-    ``split`` (for the hold-out check) and to all of them (for the reconstruction)."""
-    return with_nlinv_maps(prepared, split), with_nlinv_maps(prepared)
