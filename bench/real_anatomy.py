@@ -29,9 +29,16 @@ BART ``ecalib`` + ``pics -l1`` with lambda chosen the same way (when ``bart`` is
 each sampler preset. PSNR/SSIM on the magnitude with ``data_range = truth.max()``; seconds
 are wall time on this machine; NFE is denoiser evaluations per draw.
 
+Every row is also scored against the noise-free object (``psnr_clean``, ``ssim_clean``; the
+grids' ``oracle_clean_*``: the setting best on it), since the RSS target carries its one
+noise realisation and a noise floor in the background; sampler rows also score ``|E x|``
+(``*_abs_mean``) beside the default ``E |x|``, and ``coverage_clean`` their intervals.
+
 Rows are cached in ``bench/results/real_anatomy.jsonl`` (delete it or pass ``--fresh`` to
-redo), so an interrupted run resumes. Writes ``bench/results/real_anatomy.csv`` and a PNG grid
-per case in ``docs/img/real_anatomy_*.png``.
+redo), so an interrupted run resumes. Writes ``bench/results/real_anatomy.csv``, a PNG grid
+per case in ``docs/img/real_anatomy_*.png`` and each row's image under
+``bench/results/real_anatomy_images/`` (not committed; ``bench/truth_scores.py`` scores them
+against the three truths).
 
 Set-up: ``pip install -e ".[bench]"`` (dipy, pydicom-data) and, for the BART rows,
 ``apt-get install -y bart``. Run: ``python bench/real_anatomy.py``.
@@ -72,6 +79,7 @@ from diffrecon.priors import load
 
 RESULTS = Path("bench/results")
 IMG = Path("docs/img")
+IMAGES = RESULTS / "real_anatomy_images"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 ACCELERATIONS = ((4, 0.08), (8, 0.04))
 # order fixes each case's seed
@@ -165,6 +173,15 @@ def coil_set(
 
 def make_case(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Fully sampled noisy k-space ``(C, H, W)``, its RSS target and what made them."""
+    k, target, _, info = simulate_case(name, seed)
+    return k, target, info
+
+
+def simulate_case(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """:func:`make_case`'s k-space, RSS target and record, and the noise-free target: the
+    RSS of the coil images before the noise was added (what every method estimates; the
+    RSS of the noisy data, fastMRI's target, carries the noise of the one realisation and
+    its floor in the background, so it rewards a reconstruction for keeping that noise)."""
     rng = np.random.default_rng(seed)
     if name == "brain-sigpy":
         ksp = np.load(SHARED / "sigpy_brain_8coil_cartesian_ksp.npy")
@@ -190,8 +207,9 @@ def make_case(name: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     k = k + sigma * (rng.normal(size=k.shape) + 1j * rng.normal(size=k.shape))
     k = k.astype(np.complex64)
     target = rss(ifft2c(torch.from_numpy(k))).numpy().astype(np.float64)
+    clean = rss(coil_imgs).numpy().astype(np.float64)
     info["noise_std"] = float(sigma)
-    return k, target, info
+    return k, target, clean, info
 
 
 # ----------------------------------------------------------------------------- methods
@@ -210,25 +228,45 @@ class CountingDenoiser:
         return getattr(self.inner, name)
 
 
-def _score(target: np.ndarray, image: np.ndarray) -> dict:
+def _score(target: np.ndarray, image: np.ndarray, clean: np.ndarray | None = None) -> dict:
+    """PSNR / SSIM against the RSS target and, given ``clean``, against the noise-free one
+    (``psnr_clean``, ``ssim_clean``; ``data_range`` each target's maximum)."""
     m = metrics.evaluate(target, image)
-    return {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4)}
+    out = {"psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 4)}
+    if clean is not None:
+        c = metrics.evaluate(clean, image)
+        out |= {"psnr_clean": round(c["psnr"], 3), "ssim_clean": round(c["ssim"], 4)}
+    return out
 
 
-def l1_row(prepared, target) -> tuple[dict, np.ndarray]:
+def _clean_oracle(scored: dict) -> dict:
+    """Of ``{setting: score}``, the setting best on the noise-free target and its scores
+    (``oracle_clean_*``): the oracle's upper bound when the truth is the object itself."""
+    if not scored or "psnr_clean" not in next(iter(scored.values())):
+        return {}
+    key = max(scored, key=lambda k: scored[k]["psnr_clean"])
+    return {
+        "oracle_clean_setting": key,
+        "oracle_clean_psnr": scored[key]["psnr_clean"],
+        "oracle_clean_ssim": scored[key]["ssim_clean"],
+    }
+
+
+def l1_row(prepared, target, clean=None) -> tuple[dict, np.ndarray]:
     """SigPy L1-wavelet on our ESPIRiT maps, cropped as SigPy does (0.95) or not, lambda and
-    crop both chosen on the truth."""
-    best = None
+    crop both chosen on the truth (the RSS target; ``oracle_clean_*``: on the noise-free
+    one)."""
+    best, scored = None, {}
     t0 = time.perf_counter()
     for crop in (0.95, 0.0):
         for lam in L1_LAMBDAS:
             img = l1_wavelet_baseline(prepared, lamda=lam, max_iter=100, crop=crop)
             mag = np.hypot(img[0].numpy(), img[1].numpy())
-            s = _score(target, mag)
+            s = scored[f"lambda {lam:g}, crop {crop}"] = _score(target, mag, clean)
             if best is None or s["psnr"] > best[0]["psnr"]:
                 best = (s | {"lambda": lam, "crop": crop}, mag)
     secs = (time.perf_counter() - t0) / (2 * len(L1_LAMBDAS))
-    return best[0] | {"seconds": round(secs, 1)}, best[1]
+    return best[0] | _clean_oracle(scored) | {"seconds": round(secs, 1)}, best[1]
 
 
 def _write_cfl(path: Path, arr: np.ndarray) -> None:
@@ -244,7 +282,7 @@ def _read_cfl(path: Path) -> np.ndarray:
     return data.reshape(dims, order="F")
 
 
-def bart_row(prepared, target, maps_ours) -> tuple[dict, np.ndarray] | None:
+def bart_row(prepared, target, maps_ours, clean=None) -> tuple[dict, np.ndarray] | None:
     """BART ecalib maps + pics -l1 (lambda on the truth), and how its maps agree with ours."""
     if shutil.which("bart") is None:
         return None
@@ -252,7 +290,7 @@ def bart_row(prepared, target, maps_ours) -> tuple[dict, np.ndarray] | None:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         _write_cfl(d / "ksp", np.transpose(y, (1, 2, 0))[:, :, None, :])
-        best = None
+        best, scored = None, {}
         t0 = time.perf_counter()
         for crop in ("0.8", "0"):  # ecalib's default crop, and none
             subprocess.run(
@@ -281,14 +319,14 @@ def bart_row(prepared, target, maps_ours) -> tuple[dict, np.ndarray] | None:
                     capture_output=True,
                 )
                 img = np.abs(_read_cfl(d / "out").reshape(y.shape[-2:])) * prepared.scale
-                s = _score(target, img)
+                s = scored[f"lambda {lam:g}, crop {crop}"] = _score(target, img, clean)
                 if best is None or s["psnr"] > best[0]["psnr"]:
                     best = (s | {"lambda": lam, "crop": float(crop)}, img)
         secs = (time.perf_counter() - t0) / (2 * len(BART_LAMBDAS))
     sb = np.transpose(maps, (2, 0, 1))
     support = np.sqrt((np.abs(sb) ** 2).sum(0)) > 0.5
     agree = np.abs((np.conj(sb) * maps_ours).sum(0))[support]
-    return best[0] | {
+    return best[0] | _clean_oracle(scored) | {
         "seconds": round(secs, 1),
         "maps_vs_bart": round(float(agree.mean()), 4),
     }, best[1]
@@ -308,7 +346,7 @@ def _bart_pics(d: Path, prepared, lam: float) -> tuple[np.ndarray, np.ndarray]:
     return _read_cfl(d / "out").reshape(y.shape[-2:]), np.transpose(maps, (2, 0, 1))
 
 
-def bart_holdout_row(prepared, target, seed: int) -> dict | None:
+def bart_holdout_row(prepared, target, seed: int, clean=None) -> tuple[dict, np.ndarray] | None:
     """BART ``pics -l1`` with lambda chosen on held-out k-space (no truth): maps and
     images from the fit samples, each image's held-out prediction scored as ours are
     (its intensity fitted on the fit samples, whatever BART's scaling convention), then
@@ -329,15 +367,15 @@ def bart_holdout_row(prepared, target, seed: int) -> dict | None:
             scores[lam] = holdout_score(dataclasses.replace(prepared, maps=maps_t), split, a * x[0])
         lam = min(scores, key=scores.get)
         img, _ = _bart_pics(Path(d), prepared, lam)
-    a = _score(target, np.abs(img) * prepared.scale)  # pics -S: the data's scale
-    return a | {
+    mag = np.abs(img) * prepared.scale  # pics -S: the data's scale
+    return _score(target, mag, clean) | {
         "lambda": lam,
         "holdout_score": round(scores[lam], 3),
         "seconds": round(time.perf_counter() - t0, 1),
-    }
+    }, mag
 
 
-def holdout_l1_row(prepared, target, seed: int) -> dict:
+def holdout_l1_row(prepared, target, seed: int, clean=None) -> tuple[dict, np.ndarray]:
     """L1-wavelet with the coil-map variant and lambda chosen on held-out k-space (no
     truth), then run on all the samples: what a user gets (diffrecon.mri.mapsets.
     choose_maps, FISTA). Also the same FISTA and maps with lambda chosen on the truth from
@@ -348,9 +386,12 @@ def holdout_l1_row(prepared, target, seed: int) -> dict:
     _, final, choice = choose_maps(prepared, split)
     lam, score = choice.l1_lambda, choice.scores[choice.variant]
 
+    images = {}
+
     def l1(lam_: float, p=final) -> dict:
         x = l1_wavelet_fista(p.operator, p.y, lam_, iters=100, support=p.support)
-        return _score(target, p.to_file(x[0].pow(2).sum(0).sqrt()))
+        images[lam_, p is final] = p.to_file(x[0].pow(2).sum(0).sqrt())
+        return _score(target, images[lam_, p is final], clean)
 
     row = l1(lam) | {
         "lambda": lam,
@@ -360,15 +401,17 @@ def holdout_l1_row(prepared, target, seed: int) -> dict:
         "espirit_psnr": l1(lam, prepared)["psnr"],
     }
     row["seconds"] = round(time.perf_counter() - t0, 1)
-    oracle = max(((g, l1(g)) for g in L1_GRID), key=lambda t: t[1]["psnr"])
-    return row | {
-        "oracle_lambda": oracle[0],
-        "oracle_psnr": oracle[1]["psnr"],
-        "oracle_ssim": oracle[1]["ssim"],
+    scored = {g: l1(g) for g in L1_GRID}
+    oracle = max(scored, key=lambda g: scored[g]["psnr"])
+    row |= _clean_oracle(scored) | {
+        "oracle_lambda": oracle,
+        "oracle_psnr": scored[oracle]["psnr"],
+        "oracle_ssim": scored[oracle]["ssim"],
     }
+    return row, np.asarray(images[lam, True])
 
 
-def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **job_kw):
+def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, clean=None, **job_kw):
     """A preset's posterior mean; ``job_kw``: job settings (default: the raw posterior, no
     hold-out check, as before the guard; ``holdout=True`` gives the guarded default)."""
     # adaptation needs the learned prior itself (its network), so no counting there
@@ -389,7 +432,7 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **jo
     mse = float(np.mean((res.mean - target) ** 2))
     var = float(np.mean(res.std**2))
     bias2 = max(mse - var / draws, 1e-12)
-    row = _score(target, res.mean) | {
+    row = _score(target, res.mean, clean) | {
         "psnr_many_draws": round(10 * np.log10(float(target.max()) ** 2 / bias2), 3),
         "seconds": round(secs, 1),
         "nfe": None if counter is None else counter.images // draws,
@@ -397,10 +440,18 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **jo
         "data_residual": round(res.provenance.data_residual or float("nan"), 3),
         "noise_used": prepared.noise_std,
     }
+    if res.mean_complex is not None:  # |E x|: the magnitude of the complex posterior mean
+        row |= {
+            f"{k}_abs_mean": v for k, v in _score(target, np.abs(res.mean_complex), clean).items()
+        }
     if res.lower is not None and res.upper is not None:
         fg = target > 0.1 * float(target.max())  # foreground: the intervals' own level
         inside = (target >= res.lower) & (target <= res.upper)
         row["coverage"] = round(float(inside[fg].mean()), 4)
+        if clean is not None:  # the intervals are for the object, not its noisy RSS
+            fg = clean > 0.1 * float(clean.max())
+            inside = (clean >= res.lower) & (clean <= res.upper)
+            row["coverage_clean"] = round(float(inside[fg].mean()), 4)
         row["interval_level"] = res.interval_level
     check = res.provenance.validation
     if check is not None:
@@ -411,6 +462,15 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, **jo
 
 
 # ----------------------------------------------------------------------------- driver
+def save_images(case: str, images: dict[str, np.ndarray]) -> None:
+    """Each row's image (float32 ``.npy`` under :data:`IMAGES`, not committed), so that a
+    metric added later is computed without running the reconstructions again; ``truth``:
+    the RSS target, ``truth-clean``: the noise-free one."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for name, im in images.items():
+        np.save(IMAGES / f"{case}__{name}.npy", np.asarray(im, dtype=np.float32))
+
+
 def _grid(path: Path, case: str, target, zf, l1, res) -> None:
     import matplotlib
 
@@ -512,7 +572,7 @@ def main() -> None:
 
     for name in args.cases:
         ci = CASES.index(name)  # the same data whichever cases a run selects
-        kspace, target, info = make_case(name, seed=ci)
+        kspace, target, clean, info = simulate_case(name, seed=ci)
         h, w = kspace.shape[-2:]
         for acc, cf in ACCELERATIONS:
             if acc not in args.accelerations:
@@ -529,23 +589,30 @@ def main() -> None:
                 "maps": prepared.maps_source,
             }
             zf = prepared.zero_filled_magnitude().numpy()
+            save_images(case, {"truth": target, "truth-clean": clean})
             if (case, "zero-filled") not in cache:
-                record(base | {"method": "zero-filled"} | _score(target, zf))
+                record(base | {"method": "zero-filled"} | _score(target, zf, clean))
+                save_images(case, {"zero-filled": zf})
             l1_img = None
             if (case, "l1-wavelet") not in cache or (case, "daps-mri") not in cache:
-                row, l1_img = l1_row(prepared, target)
+                row, l1_img = l1_row(prepared, target, clean)
                 if (case, "l1-wavelet") not in cache:
                     record(base | {"method": "l1-wavelet"} | row)
+                    save_images(case, {"l1-wavelet": l1_img})
             if (case, "bart-pics") not in cache:
-                out = bart_row(prepared, target, prepared.maps.numpy())
+                out = bart_row(prepared, target, prepared.maps.numpy(), clean)
                 if out is not None:
                     record(base | {"method": "bart-pics"} | out[0])
+                    save_images(case, {"bart-pics": out[1]})
             if args.guarded and (case, "l1-holdout") not in cache:
-                record(base | {"method": "l1-holdout"} | holdout_l1_row(prepared, target, ci))
+                row, im = holdout_l1_row(prepared, target, ci, clean)
+                record(base | {"method": "l1-holdout"} | row)
+                save_images(case, {"l1-holdout": im})
             if args.guarded and (case, "bart-holdout") not in cache:
-                row = bart_holdout_row(prepared, target, ci)
-                if row is not None:
-                    record(base | {"method": "bart-holdout"} | row)
+                out = bart_holdout_row(prepared, target, ci, clean)
+                if out is not None:
+                    record(base | {"method": "bart-holdout"} | out[0])
+                    save_images(case, {"bart-holdout": out[1]})
             # rows with the hold-out check: method name -> job settings
             checked: dict[str, dict] = {}
             if args.guarded and not args.classical_only:
@@ -558,21 +625,41 @@ def main() -> None:
             for method, settings in checked.items():
                 if (case, method) in cache:
                     continue
-                row, _ = preset_row(
-                    prepared, target, prior, "daps-mri", args.draws, ci, holdout=True, **settings
+                row, res = preset_row(
+                    prepared,
+                    target,
+                    prior,
+                    "daps-mri",
+                    args.draws,
+                    ci,
+                    clean=clean,
+                    holdout=True,
+                    **settings,
                 )
                 record(base | {"method": method} | row)
+                _save_posterior(case, method, res)
             for preset in args.presets:
                 method = preset + args.tag
                 if (case, method) in cache:
                     continue
-                row, res = preset_row(prepared, target, prior, preset, args.draws, seed=ci)
+                row, res = preset_row(
+                    prepared, target, prior, preset, args.draws, seed=ci, clean=clean
+                )
                 record(base | {"method": method} | row)
+                _save_posterior(case, method, res)
                 if preset == "daps-mri" and not args.tag and l1_img is not None:
                     _grid(IMG / f"real_anatomy_{case}.png", case, target, zf, l1_img, res)
     rows = sorted(cache.values(), key=lambda r: (r["case"], r["method"]))
     write_csv(RESULTS / "real_anatomy.csv", rows)
     summary(rows)
+
+
+def _save_posterior(case: str, method: str, res) -> None:
+    """A sampler row's images: the mean of ``|x|``, ``|E x|``, the std of ``|x|``."""
+    images = {method: res.mean, f"{method}.std": res.std}
+    if res.mean_complex is not None:
+        images[f"{method}.abs-mean"] = np.abs(res.mean_complex)
+    save_images(case, images)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -582,8 +669,10 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         by_case.setdefault(r["case"], {})[r["method"]] = r
     order = ["zero-filled", "l1-wavelet", "bart-pics"]
-    out.append("| case | method | PSNR (dB) | SSIM | s | NFE | notes |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    out.append(
+        "| case | method | PSNR (dB) | SSIM | PSNR / SSIM, noise-free truth | s | NFE | notes |"
+    )
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for case, methods in by_case.items():
         names = [m for m in order if m in methods] + sorted(m for m in methods if m not in order)
         for m in names:
@@ -593,9 +682,15 @@ def markdown(rows: list[dict]) -> str:
                 notes.append(f"lambda {r['lambda']:g}, crop {r.get('crop', '')}")
             if "data_residual" in r:
                 notes.append(f"data residual {r['data_residual']}")
+            if "oracle_clean_setting" in r:
+                notes.append(
+                    f"best on the noise-free truth: {r['oracle_clean_psnr']:.2f} "
+                    f"({r['oracle_clean_setting']})"
+                )
             secs = r.get("seconds", "")
+            clean = f"{r['psnr_clean']:.2f} / {r['ssim_clean']:.3f}" if "psnr_clean" in r else ""
             out.append(
-                f"| {case} | {m} | {r['psnr']:.2f} | {r['ssim']:.3f} | {secs} | "
+                f"| {case} | {m} | {r['psnr']:.2f} | {r['ssim']:.3f} | {clean} | {secs} | "
                 f"{r.get('nfe', '')} | {'; '.join(notes)} |"
             )
     return "\n".join(out)
