@@ -76,9 +76,9 @@ def main() -> None:
     cases = args.cases or sorted({p.name.split("__")[0] for p in IMAGES.glob("*__truth.npy")})
     print("| case | row | PSNR vs RSS | vs noise-free | inside the object |")
     print("| --- | --- | --- | --- | --- |")
+    rank = defaultdict(lambda: len(ORDER), {k: i for i, k in enumerate(ORDER)})
     for case in cases:
         table = scores(case)
-        rank = defaultdict(lambda: len(ORDER), {k: i for i, k in enumerate(ORDER)})
         for name in sorted(table, key=lambda k: (rank[k], k)):
             s = table[name]
             print(f"| {case} | {name} | {s['rss']:.2f} | {s['clean']:.2f} | {s['object']:.2f} |")
