@@ -518,26 +518,31 @@ def test_the_adapted_prior_can_share_the_draws_with_its_base(tiny_kspace_file, t
 def test_coil_maps_auto_keeps_the_maps_whose_posterior_predicts_held_out_k_space_best(
     tiny_kspace_file, tiny_bundle
 ):
-    """``coil_maps="auto"``: fit-sample draws with ESPIRiT's chosen variant and with NLINV's
-    maps are both scored on the held-out samples; the better (beyond the margin) is kept,
-    its draws are the check's, and both scores are recorded. ``"espirit"`` and ``"nlinv"``
-    run one estimator each, without the comparison."""
-    from diffrecon.mri.mapsets import MAP_VARIANTS, MAPS_POSTERIOR_MARGIN
+    """``coil_maps="auto"``: fit-sample draws with one-set ESPIRiT maps, the best two-set
+    variant and NLINV's maps are scored on the held-out samples; another than the L1
+    image's choice is kept only beyond the margin, its draws are the check's, and every
+    score is recorded. ``"espirit"`` and ``"nlinv"`` run one estimator each, without the
+    comparison."""
+    from diffrecon.mri.mapsets import MAP_VARIANTS, posterior_pick
 
     auto = _job(tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw")
     res = auto.validate().run_slice(1)
     v = res.provenance.validation
-    assert v.posterior_espirit is not None and v.posterior_nlinv is not None
-    nl = v.posterior_nlinv < v.posterior_espirit * (1 - MAPS_POSTERIOR_MARGIN)
+    scores = {"espirit": v.posterior_espirit, "two_set": v.posterior_two_set}
+    scores["nlinv"] = v.posterior_nlinv
+    assert None not in scores.values() and v.maps_l1 in MAP_VARIANTS
+    kept = posterior_pick(scores, "espirit" if v.maps_l1 == MAP_VARIANTS[0] else "two_set")
+    nl = kept == "nlinv"
     assert (v.maps == "nlinv") == nl and res.provenance.maps.startswith("nlinv") == nl
-    assert v.score_posterior == (v.posterior_nlinv if nl else v.posterior_espirit)
-    assert "with NLINV's" in v.describe() and auto.record.coil_maps == "auto"
+    assert (v.maps == MAP_VARIANTS[0]) == (kept == "espirit")
+    assert v.score_posterior == scores[kept]
+    assert "NLINV's" in v.describe() and auto.record.coil_maps == "auto"
     esp = _job(
         tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw", coil_maps="espirit"
     )
     ve = esp.validate().run_slice(1).provenance.validation
     assert ve.posterior_nlinv is None and ve.maps in MAP_VARIANTS
-    if not nl:  # the same maps and draws as the ESPIRiT-only run
+    if v.maps == ve.maps:  # the same maps and draws as the ESPIRiT-only run
         assert ve.score_posterior == v.score_posterior
     only = _job(
         tiny_kspace_file, tiny_bundle, holdout_fraction=0.3, finish="raw", coil_maps="nlinv"

@@ -411,10 +411,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
         "--coil-maps",
         choices=list(COIL_MAPS),
         default="auto",
-        help="how coil maps are estimated when --maps is not given: auto: ESPIRiT's best "
-        "variant and NLINV's joint fit both get a short posterior run on the fit samples and "
-        "the better predictor of the held-out k-space is kept (ESPIRiT without a hold-out); "
-        "espirit: ESPIRiT's variants only (chosen on an L1 image); nlinv: NLINV's only",
+        help="how coil maps are estimated when --maps is not given: auto: one-set ESPIRiT, "
+        "its two-set variant and NLINV's joint fit each get a short posterior run on the fit "
+        "samples, and the clearly better predictor of the held-out k-space replaces the L1 "
+        "image's choice (ESPIRiT without a hold-out); espirit: ESPIRiT's variants only "
+        "(chosen on an L1 image); nlinv: NLINV's only",
     )
     p.add_argument(
         "--holdout-fraction",

@@ -46,8 +46,11 @@ from diffrecon.mri.holdout import (
 )
 from diffrecon.mri.mapsets import (
     COIL_MAPS,
-    MAPS_POSTERIOR_MARGIN,
+    MAP_VARIANTS,
+    MapsChoice,
     choose_maps,
+    posterior_pick,
+    rebuilt,
     with_nlinv_maps,
 )
 from diffrecon.mri.masks import MaskSpec, as_mask, measured_columns, measured_mask
@@ -555,6 +558,7 @@ class ReconstructionJob:
         if isinstance(split, str):
             return None, prepared, prior, None
         t0 = time.perf_counter()
+        original = prepared
         scoring, prepared, choice = self.maps_choice(prepared, split)
         report, shared = None, None
         if self.adapt is not None and self.adapt.scope == "volume":
@@ -562,20 +566,9 @@ class ReconstructionJob:
             prior = self.shared_prior
         post, by_posterior, espirit = None, {}, choice
         if self.coil_maps == "auto" and choice is not None:
-            # ESPIRiT's best variant against NLINV, by the posterior's held-out score
-            nl_scoring = with_nlinv_maps(prepared, split)
-            draws_e = self.fit_draws(scoring, split, prior, tau, on_step)
-            draws_n = self.fit_draws(nl_scoring, split, prior, tau, on_step)
-            by_posterior = {
-                "posterior_espirit": holdout_score(scoring, split, draws_e, self.draws),
-                "posterior_nlinv": holdout_score(nl_scoring, split, draws_n, self.draws),
-            }
-            post = draws_e
-            if by_posterior["posterior_nlinv"] < by_posterior["posterior_espirit"] * (
-                1 - MAPS_POSTERIOR_MARGIN
-            ):
-                scoring, choice, post = nl_scoring, None, draws_n
-                prepared = with_nlinv_maps(prepared)  # from all the samples, only when kept
+            scoring, prepared, choice, post, by_posterior = self.posterior_maps(
+                original, prepared, split, choice, prior, tau, on_step
+            )
         if self.adapt is not None and self.adapt.scope != "volume":
             prior, report = self.adapt_to(scoring, split, prior, tau)
             post = None  # drawn again with the adapted prior
@@ -601,6 +594,8 @@ class ReconstructionJob:
         )
         if choice is None and prepared.maps_source.startswith("nlinv"):
             maps["maps"] = "nlinv"
+        elif choice is not None:
+            maps["maps"] = choice.variant
         maps |= by_posterior
         if report is not None:
             maps |= {
@@ -624,6 +619,44 @@ class ReconstructionJob:
         # its cost: the map choice, the adaptation, the fit-sample draws and the FISTA solves
         found = dataclasses.replace(found, seconds=time.perf_counter() - t0, **maps)
         return found, prepared, prior, evidence
+
+    def posterior_maps(
+        self,
+        prepared: PreparedSlice,
+        final: PreparedSlice,
+        split: HoldoutSplit,
+        choice: MapsChoice,
+        prior: Any,
+        tau: float,
+        on_step: Callable[[StepState], None] | None = None,
+    ) -> tuple[PreparedSlice, PreparedSlice, MapsChoice | None, torch.Tensor, dict]:
+        """``coil_maps="auto"``: fit-sample draws with the maps the L1 image chose
+        (``choice`` of :func:`~diffrecon.mri.mapsets.choose_maps` on ``prepared``, one-set
+        ESPIRiT; ``final``: its chosen maps from all the samples), with the best variant of the
+        other kind (one-set or two-set, :attr:`~diffrecon.mri.mapsets.MapsChoice.rival`)
+        and with NLINV's maps, each scored on the held-out samples; another replaces the L1
+        image's choice only by :func:`~diffrecon.mri.mapsets.posterior_pick`'s margin.
+        Returns ``(scoring, final, choice, draws, scores)``: the kept maps' slice from the
+        fit samples and from all of them, ``choice`` with the kept ESPIRiT variant (None
+        for NLINV), its draws and the recorded scores."""
+        one_set = choice.variant == MAP_VARIANTS[0]
+        two_set = choice.rival if one_set else choice.variant
+        candidates = {
+            "espirit": choice.scoring[MAP_VARIANTS[0]],
+            "two_set": choice.scoring[two_set],
+            "nlinv": with_nlinv_maps(prepared, split),
+        }
+        draws = {k: self.fit_draws(p, split, prior, tau, on_step) for k, p in candidates.items()}
+        scores = {k: holdout_score(candidates[k], split, d, self.draws) for k, d in draws.items()}
+        kept = posterior_pick(scores, "espirit" if one_set else "two_set")
+        recorded = {f"posterior_{k}": v for k, v in scores.items()} | {"maps_l1": choice.variant}
+        if kept == "nlinv":  # rebuilt from all the samples only when kept
+            return candidates[kept], with_nlinv_maps(prepared), None, draws[kept], recorded
+        variant = MAP_VARIANTS[0] if kept == "espirit" else two_set
+        if variant != choice.variant:
+            final = rebuilt(prepared, choice, variant)
+        choice = dataclasses.replace(choice, variant=variant, l1_lambda=choice.lambdas[variant])
+        return candidates[kept], final, choice, draws[kept], recorded
 
     def fit_draws(
         self,

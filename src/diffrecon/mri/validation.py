@@ -67,8 +67,11 @@ class Validation:
     seconds: float  # what the check cost (the job counts its fit-sample draws in)
     maps: str = "given"  # the coil-map variant the hold-out chose (mri.mapsets), or "given"
     score_espirit: float | None = None  # the self-tuned L1 with one-set ESPIRiT maps
-    # --coil-maps auto: the posterior's score with ESPIRiT's chosen variant and with NLINV
+    # --coil-maps auto: the variant the L1 image chose, and the posterior's score with
+    # one-set ESPIRiT maps, with the best two-set variant and with NLINV's
+    maps_l1: str | None = None
     posterior_espirit: float | None = None
+    posterior_two_set: float | None = None
     posterior_nlinv: float | None = None
     adapted: bool | None = None  # the prior was adapted to the slice (None: not asked)
     adapt_level: int | None = None  # the adaptation level whose adapters were kept
@@ -86,7 +89,7 @@ class Validation:
         if self.posterior_nlinv is not None and self.posterior_espirit is not None:
             maps = (
                 f"; maps {self.maps} (posterior with ESPIRiT's {self.posterior_espirit:.2f}, "
-                f"with NLINV's {self.posterior_nlinv:.2f})"
+                f"two-set {self.posterior_two_set:.2f}, NLINV's {self.posterior_nlinv:.2f})"
             )
         elif self.score_espirit is not None and self.maps != "espirit":
             maps = f"; maps {self.maps} (ESPIRiT's L1 {self.score_espirit:.2f})"
