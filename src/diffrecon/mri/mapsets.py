@@ -53,7 +53,7 @@ COIL_MAPS = ("auto", "espirit", "nlinv")
 # beyond the noise (excess, score^2 - 1) with them is lower by this share of the choice's
 # (floored at validation.EXCESS_FLOOR). Relative to the excess, not the score: where the
 # held-out lines carry little signal (4x, excess 0.3) a 14% lower excess is 2% of the score
-# and was a 2.3 dB better posterior (abdomen 4x, docs/validation.md). The finish's 2% score
+# and was a 3 dB better posterior (abdomen 4x, docs/validation.md). The finish's 2% score
 # spread, measured at score 1.7, is 6% of the excess there: 10% leaves headroom.
 MAPS_POSTERIOR_MARGIN = 0.10
 
