@@ -587,15 +587,11 @@ class ReconstructionJob:
         found = validate(
             scoring, split, fit, post, self.draws, self.finish, l1=l1, centre=x_fit, norm=norm
         )
-        maps = (
-            {}
-            if espirit is None
-            else {"maps": espirit.variant, "score_espirit": espirit.scores["espirit"]}
-        )
-        if choice is None and prepared.maps_source.startswith("nlinv"):
-            maps["maps"] = "nlinv"
-        elif choice is not None:
+        maps = {} if espirit is None else {"score_espirit": espirit.scores["espirit"]}
+        if choice is not None:  # the ESPIRiT variant kept
             maps["maps"] = choice.variant
+        elif prepared.maps_source.startswith("nlinv"):
+            maps["maps"] = "nlinv"
         maps |= by_posterior
         if report is not None:
             maps |= {
@@ -655,7 +651,7 @@ class ReconstructionJob:
         variant = MAP_VARIANTS[0] if kept == "espirit" else two_set
         if variant != choice.variant:
             final = rebuilt(prepared, choice, variant)
-        choice = dataclasses.replace(choice, variant=variant, l1_lambda=choice.lambdas[variant])
+        choice = dataclasses.replace(choice, variant=variant)
         return candidates[kept], final, choice, draws[kept], recorded
 
     def fit_draws(

@@ -64,11 +64,15 @@ class MapsChoice:
 
     variant: str  # the one chosen (a name of MAP_VARIANTS)
     scores: dict[str, float]  # self-tuned L1's held-out score with each variant's maps
-    l1_lambda: float  # the L1 weight chosen with the chosen maps
+    lambdas: dict[str, float]  # the L1 weight chosen with each variant's maps
     seconds: float
-    lambdas: dict[str, float] = field(default_factory=dict)  # the L1 weight of each variant
     # each variant's slice with its maps built from the fit samples (for the hold-out)
     scoring: dict[str, PreparedSlice] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def l1_lambda(self) -> float:
+        """The L1 weight chosen with the chosen variant's maps."""
+        return self.lambdas[self.variant]
 
     @property
     def rival(self) -> str:
@@ -153,7 +157,7 @@ def choose_maps(
     )
     for variant in MAP_VARIANTS[1:]:
         maps = collapsed_maps(fit, _power(variant), lam0, sets=sets)
-        candidate = with_maps(prepared, maps, prepared.maps_source)
+        candidate = with_maps(prepared, maps, f"{variant} from {prepared.maps_source}")
         # the weight near ESPIRiT's choice: maps change the fit more than the sparsity
         lams[variant], scores[variant] = tune_l1(
             candidate, split, split.restrict(candidate), grid=_near(lam0)
@@ -162,10 +166,7 @@ def choose_maps(
     best = min(scores, key=scores.get)
     if scores[best] >= score0 * (1 - MAPS_MARGIN):
         best = MAP_VARIANTS[0]
-    for variant in MAP_VARIANTS[1:]:
-        source = f"{variant} from {prepared.maps_source}"
-        scoring[variant] = dataclasses.replace(scoring[variant], maps_source=source)
-    choice = MapsChoice(best, scores, lams[best], 0.0, lams, scoring)
+    choice = MapsChoice(best, scores, lams, 0.0, scoring)
     final = rebuilt(prepared, choice, best, sets)
     choice = dataclasses.replace(choice, seconds=time.perf_counter() - t0)
     return scoring[best], final, choice
