@@ -431,6 +431,7 @@ def preset_row(prepared, target, prior, preset: str, draws: int, seed: int, clea
         sampler=preset,
         draws=draws,
         seed=seed,
+        precision=None,  # the prior's own, as --precision set it (not the job's "auto")
         **({"holdout": False} | job_kw),
     )
     res = job.run_slice(0, prepared=prepared)
@@ -626,7 +627,8 @@ def main() -> None:
             if args.adapt:
                 checked["daps-mri-checked-raw"] = {"finish": "raw"}
                 checked["daps-mri-adapt"] = {"finish": "raw", "adapt": AdaptSettings()}
-            for method, settings in checked.items():
+            for checked_name, settings in checked.items():
+                method = checked_name + args.tag
                 if (case, method) in cache:
                     continue
                 row, res = preset_row(

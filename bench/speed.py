@@ -148,20 +148,23 @@ def sigpy_baseline(kfile: Path, mask: np.ndarray, calib: int) -> dict[str, float
 def profile(kfile: Path, spec: str, draws: int, size: int) -> dict:
     """One default reconstruction of slice 0 under the preset ``spec`` names, timed by stage
     (``NAME:cg``: with the data step solved by conjugate gradients, as before the per-row
-    solve for column masks; ``NAME:bf16``: the network under bfloat16 autocast)."""
+    solve for column masks; ``NAME:bf16`` / ``NAME:f32``: the network under bfloat16
+    autocast / in float32; otherwise the job's default precision)."""
     preset, _, variant = spec.partition(":")
-    if variant not in ("", "cg", "bf16"):
-        raise SystemExit(f"unknown variant {variant!r} in {spec!r} (':cg' or ':bf16')")
+    precisions = {"": None, "cg": None, "bf16": "bfloat16", "f32": "float32"}
+    if variant not in precisions:
+        raise SystemExit(f"unknown variant {variant!r} in {spec!r} (':cg', ':bf16' or ':f32')")
     budget = MulticoilMRI.ROW_SOLVE_BYTES
     MulticoilMRI.ROW_SOLVE_BYTES = 0 if variant == "cg" else budget
-    precision = "bfloat16" if variant == "bf16" else "float32"
+    precision = precisions[variant]
     try:
         return _profile(kfile, preset, draws, size, precision) | {"preset": spec}
     finally:
         MulticoilMRI.ROW_SOLVE_BYTES = budget
 
 
-def _profile(kfile: Path, preset: str, draws: int, size: int, precision: str) -> dict:
+def _profile(kfile: Path, preset: str, draws: int, size: int, precision: str | None) -> dict:
+    settings = {} if precision is None else {"precision": precision}
     job = ReconstructionJob(
         kfile,
         sampler=preset,
@@ -170,7 +173,7 @@ def _profile(kfile: Path, preset: str, draws: int, size: int, precision: str) ->
         draws=draws,
         batch_size=draws,
         seed=0,
-        precision=precision,
+        **settings,
     ).validate()
     with instrumented(job) as (clock, calls, cg_iters):
         t0 = time.perf_counter()
@@ -185,6 +188,7 @@ def _profile(kfile: Path, preset: str, draws: int, size: int, precision: str) ->
     check = res.provenance.validation if res.provenance is not None else None
     return {
         "preset": preset,
+        "precision": job.precision_used,
         "draws": draws,
         "total_s": total,
         "split_s": split,

@@ -72,13 +72,43 @@ def test_bfloat16_precision_is_applied_recorded_and_refused_for_exact_priors(
     res = job.run_slice(1)
     assert res.mean.dtype == np.float32 and np.isfinite(res.mean).all()
     # a prior handed over already in bf16 stays so unless the job names a precision
-    again = _job(tiny_kspace_file, tiny_bundle, prior=job.prior)
+    again = _job(tiny_kspace_file, tiny_bundle, prior=job.prior, precision=None)
     assert again.load_prior().precision == "bfloat16" and again.record.precision == "bfloat16"
     back = _job(tiny_kspace_file, tiny_bundle, prior=job.prior, precision="float32")
     assert back.load_prior().precision == "float32"
     exact = GaussianPrior(np.zeros((2, 4, 4)), np.eye(32))
     with pytest.raises(ValueError, match="needs a learned prior"):
         _job(tiny_kspace_file, tiny_bundle, prior=exact, precision="bfloat16").load_prior()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_native_and_leaves_exact_priors_alone(
+    tiny_kspace_file, tiny_bundle, monkeypatch, native
+):
+    from diffrecon.priors import GaussianPrior
+
+    flags = {"fpu", "avx512f"} | ({"avx512_bf16"} if native else set())
+    monkeypatch.setattr("diffrecon.priors.learned._cpu_flags", lambda: flags)
+    want = "bfloat16" if native else "float32"
+    job = _job(tiny_kspace_file, tiny_bundle, precision="auto", holdout=False).validate()
+    assert job.record.precision == want  # resolved before the prior is loaded, too
+    assert job.load_prior().precision == want and job.record.precision == want
+    exact = GaussianPrior(np.zeros((2, 4, 4)), np.eye(32))
+    kept = _job(tiny_kspace_file, tiny_bundle, prior=exact, precision="auto")
+    assert kept.load_prior() is exact and kept.record.precision is None
+
+
+def test_native_bfloat16_reads_cpu_flags_and_refuses_unknown_precisions(monkeypatch):
+    from diffrecon.priors.learned import native_bfloat16, resolve_precision
+
+    monkeypatch.setattr("diffrecon.priors.learned._cpu_flags", lambda: {"amx_bf16"})
+    assert native_bfloat16("cpu") and resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr("diffrecon.priors.learned._cpu_flags", lambda: {"avx2", "avx512f"})
+    assert not native_bfloat16("cpu") and resolve_precision("auto", "cpu") == "float32"
+    assert not native_bfloat16("meta")  # neither CPU nor CUDA: emulated at best
+    assert resolve_precision("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, auto"):
+        resolve_precision("float16")
 
 
 def test_an_adapted_run_records_the_adaptation_and_leaves_the_shared_prior_alone(

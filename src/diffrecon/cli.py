@@ -343,11 +343,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--precision",
-        default="float32",
-        choices=("float32", "bfloat16"),
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
         help="the network's arithmetic: bfloat16 runs its convolutions under bf16 autocast, "
-        "about twice as fast on CPUs with AVX512-BF16 and on GPUs (docs/benchmarks.md has "
-        "its effect on the results)",
+        "about twice as fast where the hardware has it (CPUs with AVX512-BF16 or AMX, GPUs "
+        "from compute capability 8.0); auto (default): bfloat16 there, float32 elsewhere "
+        "(docs/benchmarks.md has its effect on the results)",
     )
     p.add_argument(
         "--adapt",

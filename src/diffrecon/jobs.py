@@ -69,7 +69,7 @@ from diffrecon.mri.validation import (
     tune_l1,
     validate,
 )
-from diffrecon.priors.learned import PRECISIONS, LearnedPrior
+from diffrecon.priors.learned import AUTO_PRECISION, PRECISIONS, LearnedPrior, resolve_precision
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
@@ -141,8 +141,9 @@ class ReconstructionJob:
     between the raw posterior and its hybrids; ``"raw"``: the raw posterior (still scored).
     ``command``: the command line that asked for the job, recorded in the results.
     ``precision``: the network's arithmetic, ``"float32"`` or ``"bfloat16"`` (learned priors;
-    see :meth:`~diffrecon.priors.learned.LearnedPrior.with_precision`); ``None``: the prior's
-    own (float32 for a prior loaded by name or path).
+    see :meth:`~diffrecon.priors.learned.LearnedPrior.with_precision`); ``"auto"``: bfloat16
+    where the device computes it natively, else float32 (priors without a network keep
+    their own); ``None``: the prior's own (float32 for a prior loaded by name or path).
     ``adapt``: adapt the prior to each slice before drawing (:mod:`diffrecon.adapt`; settings,
     or ``None`` for no adaptation): LoRA adapters fitted to the hold-out check's fit
     samples, stopped by the held-out ones; needs ``holdout`` and a learned prior. The
@@ -185,7 +186,7 @@ class ReconstructionJob:
     holdout: bool = True
     holdout_fraction: float = DEFAULT_FRACTION
     finish: str = "auto"
-    precision: str | None = None
+    precision: str | None = AUTO_PRECISION
     adapt: AdaptSettings | None = None
     spread_priors: tuple[Any, ...] = ()
     shared_adaptation: SharedAdaptation | None = None
@@ -306,10 +307,9 @@ class ReconstructionJob:
             raise ValueError(
                 f"--coil-maps must be one of {', '.join(COIL_MAPS)}, got {self.coil_maps!r}"
             )
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        if self.precision is not None and self.precision not in (*PRECISIONS, AUTO_PRECISION):
+            choices = ", ".join((*PRECISIONS, AUTO_PRECISION))
+            raise ValueError(f"--precision must be one of {choices}, got {self.precision!r}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"--holdout-fraction must lie in (0, 1), got {self.holdout_fraction}")
         if self.adapt is not None:
@@ -394,14 +394,14 @@ class ReconstructionJob:
             self.prior = shared_prior(
                 self.prior, self.prior_format, self.device, self.prior_options
             )
-        wanted = self.precision
+        wanted = self.precision_for(self.prior)
         if wanted is not None and getattr(self.prior, "precision", "float32") != wanted:
             if not callable(getattr(self.prior, "with_precision", None)):
                 raise ValueError(
                     f"--precision {self.precision} needs a learned prior (a network); "
                     f"{type(self.prior).__name__} computes in its own precision"
                 )
-            self.prior = self.prior.with_precision(self.precision)  # the shared one unchanged
+            self.prior = self.prior.with_precision(wanted)  # the shared one unchanged
         if self.adapt is not None and not isinstance(self.prior, LearnedPrior):
             raise ValueError(
                 f"--adapt needs a learned prior (a network with layers to adapt); "
@@ -418,9 +418,31 @@ class ReconstructionJob:
             from diffrecon.priors.checkpoints import shared_prior
 
             spec = shared_prior(spec, "auto", self.device)
-        if self.precision is not None and callable(getattr(spec, "with_precision", None)):
-            spec = spec.with_precision(self.precision)
+        wanted = self.precision_for(spec)
+        if wanted is not None and callable(getattr(spec, "with_precision", None)):
+            spec = spec.with_precision(wanted)
         return spec
+
+    def precision_for(self, prior: Any) -> str | None:
+        """The precision ``prior`` is to compute in: ``precision`` with ``"auto"`` resolved
+        for the job's device (bfloat16 where it is native,
+        :func:`~diffrecon.priors.learned.native_bfloat16`) and, for a prior without a
+        network, its own (None)."""
+        if self.precision != AUTO_PRECISION:
+            return self.precision
+        if not callable(getattr(prior, "with_precision", None)):
+            return None
+        return resolve_precision(AUTO_PRECISION, self.device)
+
+    @property
+    def precision_used(self) -> str | None:
+        """The network's precision as recorded: the loaded prior's (None without a network),
+        or before loading, ``precision`` resolved as for a network."""
+        if not isinstance(self.prior, str | Path):
+            return getattr(self.prior, "precision", None)
+        if self.precision == AUTO_PRECISION:
+            return resolve_precision(AUTO_PRECISION, self.device)
+        return self.precision
 
     @property
     def prior_names(self) -> list[str] | None:
@@ -947,7 +969,7 @@ class ReconstructionJob:
             holdout_fraction=self.holdout_fraction if self.holdout else None,
             finish=self.finish,
             coil_maps=None if self.maps is not None else self.coil_maps,
-            precision=self.precision or getattr(self.prior, "precision", None),
+            precision=self.precision_used,
             adapt=None if self.adapt is None else dataclasses.asdict(self.adapt),
             priors=self.prior_names,
             command=self.command,

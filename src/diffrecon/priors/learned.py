@@ -117,6 +117,44 @@ def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None 
 
 
 PRECISIONS = ("float32", "bfloat16")
+# "auto": bfloat16 where the hardware computes it natively, float32 elsewhere
+AUTO_PRECISION = "auto"
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively, so that bf16 autocast about halves a
+    network call: CUDA GPUs of compute capability 8.0 or higher, CPUs with AVX512-BF16 or
+    AMX-BF16 (read from Linux's CPU flags). Elsewhere bf16 is emulated and slower than
+    float32, so ``"auto"`` keeps float32 there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return bool(_cpu_flags() & set(_CPU_BF16_FLAGS))
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``precision`` with ``"auto"`` made concrete for ``device`` (:func:`native_bfloat16`)."""
+    if precision == AUTO_PRECISION:
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    if precision not in PRECISIONS:
+        choices = ", ".join((*PRECISIONS, AUTO_PRECISION))
+        raise ValueError(f"precision must be one of {choices}, got {precision!r}")
+    return precision
 
 
 class LearnedPrior:
