@@ -429,7 +429,9 @@ def test_a_prior_is_loaded_once_per_process_and_again_when_its_files_change(tmp_
     shutil.copytree(tiny_bundle, b)
     first = shared_prior(str(b))
     assert shared_prior(b) is first
-    assert _job("unused.h5", b).load_prior() is first  # every job shares it
+    # every job shares it: the loaded prior, or in another precision a view of its network
+    assert _job("unused.h5", b, precision=None).load_prior() is first
+    assert _job("unused.h5", b, precision="bfloat16").load_prior().net is first.net
     cfg = b / "config.json"
     st = cfg.stat()
     os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
