@@ -69,7 +69,12 @@ from diffrecon.mri.validation import (
     tune_l1,
     validate,
 )
-from diffrecon.priors.learned import AUTO_PRECISION, PRECISIONS, LearnedPrior, resolve_precision
+from diffrecon.priors.learned import (
+    AUTO_PRECISION,
+    PRECISION_CHOICES,
+    LearnedPrior,
+    resolve_precision,
+)
 from diffrecon.results import RunRecord, SliceProvenance, SliceResult, VolumeResult, volume_attrs
 from diffrecon.samplers.common import StepState
 from diffrecon.samplers.registry import MRI_DEFAULT, Preset, resolve, steps_overrides
@@ -307,8 +312,8 @@ class ReconstructionJob:
             raise ValueError(
                 f"--coil-maps must be one of {', '.join(COIL_MAPS)}, got {self.coil_maps!r}"
             )
-        if self.precision is not None and self.precision not in (*PRECISIONS, AUTO_PRECISION):
-            choices = ", ".join((*PRECISIONS, AUTO_PRECISION))
+        if self.precision is not None and self.precision not in PRECISION_CHOICES:
+            choices = ", ".join(PRECISION_CHOICES)
             raise ValueError(f"--precision must be one of {choices}, got {self.precision!r}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"--holdout-fraction must lie in (0, 1), got {self.holdout_fraction}")

@@ -119,6 +119,7 @@ def wrap_network(net: Any, parameterisation: str, config: dict[str, Any] | None 
 PRECISIONS = ("float32", "bfloat16")
 # "auto": bfloat16 where the hardware computes it natively, float32 elsewhere
 AUTO_PRECISION = "auto"
+PRECISION_CHOICES = (*PRECISIONS, AUTO_PRECISION)  # what a job or the CLI accepts
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -152,7 +153,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
     if precision == AUTO_PRECISION:
         return "bfloat16" if native_bfloat16(device) else "float32"
     if precision not in PRECISIONS:
-        choices = ", ".join((*PRECISIONS, AUTO_PRECISION))
+        choices = ", ".join(PRECISION_CHOICES)
         raise ValueError(f"precision must be one of {choices}, got {precision!r}")
     return precision
 
