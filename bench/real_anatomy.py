@@ -548,6 +548,14 @@ def main() -> None:
         "(daps-mri-checked-raw, the control) and the same with the prior adapted to the slice "
         "(daps-mri-adapt)",
     )
+    ap.add_argument(
+        "--check-start",
+        type=float,
+        default=None,
+        metavar="SD",
+        help="start the hold-out check's fit draws warm at SD sigma_data (the job's "
+        "check_start; issue 24); name the rows with --tag",
+    )
     args = ap.parse_args()
     if args.classical_only:
         args.presets, args.holdout_finish = [], False
@@ -628,6 +636,8 @@ def main() -> None:
                 checked["daps-mri-checked-raw"] = {"finish": "raw"}
                 checked["daps-mri-adapt"] = {"finish": "raw", "adapt": AdaptSettings()}
             for checked_name, settings in checked.items():
+                if args.check_start is not None:
+                    settings = {**settings, "check_start": args.check_start}
                 method = checked_name + args.tag
                 if (case, method) in cache:
                     continue

@@ -44,6 +44,7 @@ def _job(path, bundle, **kw):
         ({"noise_std": -1.0}, "noise-std must be >= 0"),
         ({"mask": MaskSpec(kind="file")}, "no 'mask' dataset"),
         ({"precision": "float16"}, "precision must be one of float32, bfloat16"),
+        ({"check_start": 0.0}, "check_start must be > 0"),
         ({"adapt": AdaptSettings(), "holdout": False}, "--adapt needs the hold-out check"),
     ],
 )
@@ -584,3 +585,29 @@ def test_coil_maps_auto_keeps_the_maps_whose_posterior_predicts_held_out_k_space
     assert out.provenance.validation.posterior_espirit is None
     given = _job(tiny_kspace_file, tiny_bundle, maps=out.provenance.maps_used[None].repeat(2, 0))
     assert given.record.coil_maps is None  # the user's maps: no estimator ran
+
+
+def test_check_start_warms_the_checks_fit_draws_and_not_the_final_ones(
+    tiny_kspace_file, tiny_bundle, monkeypatch
+):
+    """``check_start``: the fit-sample draws run the tail of the preset's schedule from the
+    white-prior posterior mean (:func:`~diffrecon.samplers.registry.warm_tail`); the final
+    draws keep the preset; the default starts both from pure noise."""
+    import diffrecon.jobs as jobs
+
+    seen = []
+    real = jobs.reconstruct
+
+    def spy(*args, **kw):
+        seen.append(kw["sampler"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(jobs, "reconstruct", spy)
+    kw = dict(holdout_fraction=0.3, finish="raw", coil_maps="espirit")
+    _job(tiny_kspace_file, tiny_bundle, check_start=1.5, **kw).validate().run_slice(1)
+    fit, final = seen[0], seen[-1]
+    assert fit.hyper["start"] == "white" and fit.schedule.steps == 1  # 2 levels: 4 and 0.04 sd
+    assert final.name == "daps-fast" and "start" not in final.hyper
+    seen.clear()
+    _job(tiny_kspace_file, tiny_bundle, **kw).validate().run_slice(1)
+    assert all("start" not in p.hyper for p in seen) and len(seen) == 2

@@ -122,6 +122,7 @@ def daps(
     data_step: str = "langevin",
     cg_iters: int = 50,
     r_t: str = "sigma",
+    start: str = "noise",
 ) -> torch.Tensor:
     """Posterior draws ``(B, *shape)`` for measurements ``y`` ``(B, ...)`` (one draw per item).
 
@@ -133,12 +134,20 @@ def daps(
     ``"auto"`` (exact for linear operators, Langevin otherwise). ``r_t``: ``"sigma"`` (the
     paper's ``r_t = sigma_t``) or ``"white"`` (``r_t^2 = sigma_t^2 sd^2 / (sigma_t^2 + sd^2)``
     with ``sd`` the denoiser's ``sigma_data``: the spread of ``x0`` given ``x_t`` under a white
-    prior of that variance, which ``sigma_t`` overstates at high noise).
+    prior of that variance, which ``sigma_t`` overstates at high noise). ``start``:
+    ``"noise"`` (the paper's ``x_T = sigma_T n``) or ``"white"`` (linear operators: a warm
+    start ``x_T = m + sigma_T n`` around ``m``, the posterior mean under a white prior of
+    variance ``sd^2``, i.e. ``(A^H A / tau^2 + I / sd^2)^{-1} A^H y / tau^2``; what the
+    levels above a few ``sd`` converge to, so a schedule may start lower).
     """
     if r_t not in ("sigma", "white"):
         raise ValueError(f"r_t must be 'sigma' or 'white', got {r_t!r}")
     if data_step not in ("langevin", "exact", "auto"):
         raise ValueError(f"data_step must be 'langevin', 'exact' or 'auto', got {data_step!r}")
+    if start not in ("noise", "white"):
+        raise ValueError(f"start must be 'noise' or 'white', got {start!r}")
+    if start == "white" and not operator.is_linear:
+        raise ValueError(f"DAPS's white warm start needs a linear operator, got {operator.name}")
     if data_step == "auto":
         data_step = "exact" if operator.is_linear else "langevin"
     if data_step == "exact" and not operator.is_linear:
@@ -160,6 +169,7 @@ def daps(
             e = y_noise()
             return torch.view_as_complex(e.contiguous()) if y.is_complex() else e
 
+    if data_step == "exact" or start == "white":
         aty = operator.adjoint(y)  # type: ignore[attr-defined]
     nll_grad = likelihood.nll_grad_fn(operator, y)
     # the likelihood's curvature ||A||^2 / tau^2 (linear operators; unknown otherwise)
@@ -168,6 +178,8 @@ def daps(
         curvature = operator.normal_norm(x) / tau**2  # type: ignore[attr-defined]
     sd = denoiser_range(denoiser).sigma_data
     x = float(sigmas[0]) * noise()
+    if start == "white":
+        x = x + operator.solve_damped(aty / tau**2, 1 / tau**2, 1 / sd**2)  # type: ignore[attr-defined]
     levels = sigmas.tolist()
     n = len(levels) - 1
     nfe = 0

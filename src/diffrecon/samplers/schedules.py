@@ -122,5 +122,25 @@ class Schedule:
             levels = uniform_time_sigmas(self.spacing, self.steps, lo, hi)
         return clamp_sigmas(levels, prior_range.sigma_min, prior_range.sigma_max)
 
+    def tail(self, below_data: float) -> Schedule:
+        """The same levels from the first one at or below ``below_data`` times ``sigma_data``
+        on (a Karras schedule's tail is the Karras schedule from that level with fewer
+        steps); itself when it already starts there. Needs a Karras schedule whose ends are
+        set relative to ``sigma_data`` (``sigma_min_data``, ``sigma_max_data``), so that the
+        tail does not depend on the prior."""
+        lo, hi = self.sigma_min_data, self.sigma_max_data
+        if self.spacing != "karras" or lo is None or hi is None:
+            raise ValueError(
+                "only a Karras schedule with sigma_min_data and sigma_max_data has a tail in "
+                f"units of sigma_data, got {self}"
+            )
+        if not below_data > 0:
+            raise ValueError(f"below_data must be > 0, got {below_data}")
+        levels = karras_sigmas(self.steps, lo, hi, self.rho, append_zero=False).tolist()
+        first = next((i for i, s in enumerate(levels) if s <= below_data), len(levels) - 1)
+        if first == 0:
+            return self
+        return self.replace(steps=self.steps - first, sigma_max_data=levels[first])
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
