@@ -162,6 +162,37 @@ def test_volume_scope_adapts_once_and_every_slice_draws_with_it(
     assert len(calls) == 1
 
 
+def test_a_volume_adaptation_fits_on_the_maps_the_posterior_chose(
+    tiny_kspace_file, tiny_bundle, monkeypatch
+):
+    """``scope="volume"`` with ``coil_maps="auto"``: the one adaptation is fitted with the
+    coil maps the base prior's fit-sample draws chose, as a per-slice adaptation is; with
+    ``coil_maps="espirit"`` no such draws are made."""
+    import diffrecon.jobs as jobs
+
+    events = []
+    real_maps, real_adapt = jobs.ReconstructionJob.posterior_maps, jobs.adapt_prior
+
+    def maps(self, *args, **kw):
+        out = real_maps(self, *args, **kw)
+        events.append(("maps", out[0].maps_source))
+        return out
+
+    def adapt(*args, **kw):
+        events.append(("adapt", None))
+        return real_adapt(*args, **kw)
+
+    monkeypatch.setattr(jobs.ReconstructionJob, "posterior_maps", maps)
+    monkeypatch.setattr(jobs, "adapt_prior", adapt)
+    settings = AdaptSettings(levels=2, steps=1, scope="volume")
+    kw = dict(slices=None, adapt=settings, holdout_fraction=0.3)
+    _job(tiny_kspace_file, tiny_bundle, **kw).validate().adapt_volume()
+    assert [e[0] for e in events] == ["maps", "adapt"]
+    events.clear()
+    _job(tiny_kspace_file, tiny_bundle, coil_maps="espirit", **kw).validate().adapt_volume()
+    assert [e[0] for e in events] == ["adapt"]
+
+
 def test_a_volume_adaptation_key_changes_with_whatever_the_adaptation_depends_on(
     tiny_kspace_file, tiny_bundle
 ):
@@ -180,6 +211,7 @@ def test_a_volume_adaptation_key_changes_with_whatever_the_adaptation_depends_on
         {"seed": 1},
         {"adapt": dataclasses.replace(settings, rank=8)},
         {"overrides": {"steps": 3}},
+        {"coil_maps": "espirit"},
     ):
         other = _job(tiny_kspace_file, tiny_bundle, **{"adapt": settings, **change})
         assert other.adaptation_key(1) != key, change

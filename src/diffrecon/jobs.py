@@ -747,8 +747,9 @@ class ReconstructionJob:
     def adapt_volume(self, index: int | None = None) -> SharedAdaptation:
         """Adapt the prior once for the whole volume, on slice ``index`` (default: the
         middle selected slice), as :meth:`validate_slice` would for that slice alone (the
-        coil-map choice first, then the adaptation on its fit samples, stopped by its
-        held-out ones)."""
+        coil-map choice first, with ``coil_maps="auto"`` by the base prior's fit-sample
+        draws as :meth:`posterior_maps` makes it, then the adaptation on its fit samples,
+        stopped by its held-out ones)."""
         assert self.adapt is not None
         if index is None:
             index = self.slice_indices[len(self.slice_indices) // 2]
@@ -757,8 +758,11 @@ class ReconstructionJob:
         key = self.adaptation_key(index)
         if isinstance(split, str):
             return SharedAdaptation(index, False, None, 0.0, f"not adapted: {split}", None, key)
-        scoring, _, _ = self.maps_choice(prepared, split)
-        _, report = self.adapt_to(scoring, split, self.load_prior(), self.tau(prepared))
+        scoring, final, choice = self.maps_choice(prepared, split)
+        prior, tau = self.load_prior(), self.tau(prepared)
+        if self.coil_maps == "auto" and choice is not None:
+            scoring = self.posterior_maps(prepared, final, split, choice, prior, tau)[0]
+        _, report = self.adapt_to(scoring, split, prior, tau)
         return SharedAdaptation.of_report(index, report, key)
 
     def tau(self, prepared: PreparedSlice) -> float:
@@ -793,8 +797,8 @@ class ReconstructionJob:
         """What a volume's one adaptation depends on (a resumed run reuses a saved one only
         when it matches): the run's calibration key (prior, preset and its settings, mask
         request, draws, version, adaptation settings), the precision, the seed and hold-out
-        share, the noise level given, the mask and coil maps as used (content hashes) and
-        the slice it is fitted on."""
+        share, the noise level given, the mask and coil maps as used (content hashes), the
+        coil-map estimator and the slice it is fitted on."""
         assert self.adapt is not None
         self.load_prior()  # its name, as a run records it
         record = self.record
@@ -809,6 +813,7 @@ class ReconstructionJob:
                 "mask": _digest(self.sampling_mask.numpy()),
                 "maps": None if maps is None else _digest(maps),
                 "crop_readout": self.crop_readout,
+                "coil_maps": record.coil_maps,
                 "slice": index,
             },
             sort_keys=True,
