@@ -556,6 +556,13 @@ def main() -> None:
         help="start the hold-out check's fit draws warm at SD sigma_data (the job's "
         "check_start; issue 24); name the rows with --tag",
     )
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="annealing levels of the sampler rows (the job's steps; default: the preset's); "
+        "name the rows with --tag",
+    )
     args = ap.parse_args()
     if args.classical_only:
         args.presets, args.holdout_finish = [], False
@@ -638,6 +645,8 @@ def main() -> None:
             for checked_name, settings in checked.items():
                 if args.check_start is not None:
                     settings = {**settings, "check_start": args.check_start}
+                if args.steps is not None:
+                    settings = {**settings, "steps": args.steps}
                 method = checked_name + args.tag
                 if (case, method) in cache:
                     continue
@@ -658,8 +667,9 @@ def main() -> None:
                 method = preset + args.tag
                 if (case, method) in cache:
                     continue
+                steps = {} if args.steps is None else {"steps": args.steps}
                 row, res = preset_row(
-                    prepared, target, prior, preset, args.draws, seed=ci, clean=clean
+                    prepared, target, prior, preset, args.draws, seed=ci, clean=clean, **steps
                 )
                 record(base | {"method": method} | row)
                 _save_posterior(case, method, res)
