@@ -12,6 +12,10 @@ run, and the ratios the issue's targets are stated in.
 
     python bench/speed.py [--presets daps-mri-100:cg daps-mri-100 daps-mri daps-fast:bf16]
                           [--size 256] [--coils 16] [--draws 4]
+
+A preset name may carry one variant (``NAME:VARIANT``, :data:`VARIANTS`): ``cg`` (the data
+step by conjugate gradients), ``bf16`` / ``f32`` (the network's precision), ``espirit``
+(the check with ESPIRiT's maps only) or ``nocheck`` (no hold-out check).
 """
 
 from __future__ import annotations
@@ -149,22 +153,32 @@ def profile(kfile: Path, spec: str, draws: int, size: int) -> dict:
     """One default reconstruction of slice 0 under the preset ``spec`` names, timed by stage
     (``NAME:cg``: with the data step solved by conjugate gradients, as before the per-row
     solve for column masks; ``NAME:bf16`` / ``NAME:f32``: the network under bfloat16
-    autocast / in float32; otherwise the job's default precision)."""
+    autocast / in float32, otherwise the job's default precision; ``NAME:espirit``: the
+    hold-out check with ESPIRiT's maps only, ``--coil-maps espirit``; ``NAME:nocheck``: no
+    hold-out check, ``--no-holdout``)."""
     preset, _, variant = spec.partition(":")
-    precisions = {"": None, "cg": None, "bf16": "bfloat16", "f32": "float32"}
-    if variant not in precisions:
-        raise SystemExit(f"unknown variant {variant!r} in {spec!r} (':cg', ':bf16' or ':f32')")
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r} in {spec!r} ({', '.join(VARIANTS)})")
     budget = MulticoilMRI.ROW_SOLVE_BYTES
     MulticoilMRI.ROW_SOLVE_BYTES = 0 if variant == "cg" else budget
-    precision = precisions[variant]
     try:
-        return _profile(kfile, preset, draws, size, precision) | {"preset": spec}
+        return _profile(kfile, preset, draws, size, VARIANTS[variant]) | {"preset": spec}
     finally:
         MulticoilMRI.ROW_SOLVE_BYTES = budget
 
 
-def _profile(kfile: Path, preset: str, draws: int, size: int, precision: str | None) -> dict:
-    settings = {} if precision is None else {"precision": precision}
+# NAME:VARIANT -> job settings (``cg`` switches the row solve off instead)
+VARIANTS: dict[str, dict] = {
+    "": {},
+    "cg": {},
+    "bf16": {"precision": "bfloat16"},
+    "f32": {"precision": "float32"},
+    "espirit": {"coil_maps": "espirit"},  # the check with ESPIRiT's maps only (no choice)
+    "nocheck": {"holdout": False},  # the sampler alone (--no-holdout)
+}
+
+
+def _profile(kfile: Path, preset: str, draws: int, size: int, settings: dict) -> dict:
     job = ReconstructionJob(
         kfile,
         sampler=preset,
