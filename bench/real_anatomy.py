@@ -564,6 +564,7 @@ def main() -> None:
         "name the rows with --tag",
     )
     args = ap.parse_args()
+    steps = {} if args.steps is None else {"steps": args.steps}  # job settings of every row
     if args.classical_only:
         args.presets, args.holdout_finish = [], False
 
@@ -645,8 +646,7 @@ def main() -> None:
             for checked_name, settings in checked.items():
                 if args.check_start is not None:
                     settings = {**settings, "check_start": args.check_start}
-                if args.steps is not None:
-                    settings = {**settings, "steps": args.steps}
+                settings = {**settings, **steps}
                 method = checked_name + args.tag
                 if (case, method) in cache:
                     continue
@@ -667,7 +667,6 @@ def main() -> None:
                 method = preset + args.tag
                 if (case, method) in cache:
                     continue
-                steps = {} if args.steps is None else {"steps": args.steps}
                 row, res = preset_row(
                     prepared, target, prior, preset, args.draws, seed=ci, clean=clean, **steps
                 )
